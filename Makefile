@@ -1,0 +1,51 @@
+# arxsum developer commands. `make run PAPER=paper.pdf` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+REF_VENV := .venv-ref
+BIN := $(VENV)/bin
+# torch 2.13.0 (CPU build) is installed first so that nothing pulls a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+PAPER ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint bench gpu-check ref-venv clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+$(REF_VENV)/.installed: tests/reference/requirements.txt
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/pip install -q $(TORCH_PIN)
+	$(REF_VENV)/bin/pip install -q -r tests/reference/requirements.txt
+	touch $@
+
+ref-venv: $(REF_VENV)/.installed
+
+run: install
+	@test -n "$(PAPER)" || { echo "usage: make run PAPER=paper.pdf [ARGS='--format json']" >&2; exit 2; }
+	$(BIN)/arxsum $(PAPER) $(ARGS)
+
+test: install ref-venv
+	ARXSUM_REF_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install ref-venv
+	ARXSUM_REF_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install ref-venv
+	$(BIN)/python benchmarks/bench.py --ref-python $(REF_VENV)/bin/python $(ARGS)
+
+gpu-check: install ref-venv
+	ARXSUM_REF_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/pytest -m gpu $(PYTEST_ARGS)
+	$(BIN)/python benchmarks/bench.py --device cuda --ref-python $(REF_VENV)/bin/python $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(REF_VENV) build *.egg-info .pytest_cache
