@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -32,3 +35,203 @@ class GenerationOptions:
             raise OptionsError(f"no_repeat_ngram_size must be 0 or more, got {self.no_repeat_ngram_size}")
         if self.length_penalty != self.length_penalty:  # NaN
             raise OptionsError("length_penalty must be a number")
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Token ids that generate() takes from the checkpoint's config.json (and nothing else does)."""
+
+    decoder_start: int
+    eos: int
+    pad: int
+    forced_bos: int | None = None
+    forced_eos: int | None = None
+
+
+# ---- logit processors: (rows, vocab) log-probs, in transformers 4.40.2's order ---------------------
+
+def ban_repeated_ngrams(scores: torch.Tensor, sequences: list[list[int]], n: int) -> None:
+    """NoRepeatNGramLogitsProcessor: forbid any token that would repeat an n-gram of the row."""
+    for row, seq in enumerate(sequences):
+        cur = len(seq)
+        if cur + 1 < n:
+            continue
+        prefix = seq[cur + 1 - n:] if n > 1 else []
+        banned = {seq[i + n - 1] for i in range(cur - n + 1) if seq[i: i + n - 1] == prefix}
+        if banned:
+            scores[row, list(banned)] = -math.inf
+
+
+def process_logits(scores: torch.Tensor, sequences: list[list[int]], options: GenerationOptions,
+                   special: SpecialTokens) -> torch.Tensor:
+    """Apply n-gram blocking, min length, forced BOS and forced EOS, in place; lengths count the
+    decoder start token, as `input_ids.shape[-1]` does in transformers."""
+    cur_len = len(sequences[0])
+    if options.no_repeat_ngram_size > 0:
+        ban_repeated_ngrams(scores, sequences, options.no_repeat_ngram_size)
+    if cur_len < options.min_length:
+        scores[:, special.eos] = -math.inf
+    if special.forced_bos is not None and cur_len == 1:
+        scores.fill_(-math.inf)
+        scores[:, special.forced_bos] = 0
+    if special.forced_eos is not None and cur_len == options.max_length - 1:
+        scores.fill_(-math.inf)
+        scores[:, special.forced_eos] = 0
+    return scores
+
+
+# ---- finished hypotheses and their ranking ---------------------------------------------------------
+
+class Hypotheses:
+    """The n best finished sequences of one document (transformers' BeamHypotheses, same tie rules)."""
+
+    def __init__(self, num_beams: int, length_penalty: float, early_stopping: bool):
+        self.num_beams = num_beams
+        self.length_penalty = length_penalty
+        self.early_stopping = early_stopping
+        self.beams: list[tuple[float, list[int]]] = []
+        self.worst_score = 1e9
+
+    def add(self, tokens: list[int], sum_logprobs: float, generated_len: int) -> None:
+        score = sum_logprobs / (generated_len ** self.length_penalty)
+        if len(self.beams) < self.num_beams or score > self.worst_score:
+            self.beams.append((score, tokens))
+            if len(self.beams) > self.num_beams:
+                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
+                del self.beams[ranked[0][1]]
+                self.worst_score = ranked[1][0]
+            else:
+                self.worst_score = min(score, self.worst_score)
+
+    def is_done(self, best_sum_logprobs: float, cur_len: int) -> bool:
+        if len(self.beams) < self.num_beams:
+            return False
+        if self.early_stopping:
+            return True
+        return self.worst_score >= best_sum_logprobs / (cur_len - 1) ** self.length_penalty
+
+    def best(self) -> list[int]:
+        return sorted(self.beams, key=lambda b: b[0])[-1][1]
+
+
+# ---- the decoder's state across steps --------------------------------------------------------------
+
+class DecoderState:
+    """Owns everything that lives across steps: cross-attention keys/values (one copy per document,
+    shared by its beams) and the preallocated self-attention caches (one row per beam)."""
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
+                 max_length: int):
+        enc = model.encode(input_ids, attention_mask)
+        self.model = model
+        self.cross = model.cross_kv(enc.hidden)  # per layer: (B, H, S, hd)
+        self.cross_mask = model.cross_mask(enc)  # (B, 1, 1, S)
+        del enc
+        rows = input_ids.shape[0] * num_beams
+        self.caches = model.new_caches(rows, max_length)  # per layer: (max_len, N, H, hd)
+        self.spare = model.new_caches(rows, max_length)
+        self.length = 0  # positions filled in the caches
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N,) at position self.length -> log-probs (N, vocab) in float32."""
+        hidden = self.model.decode(tokens[:, None], self.cross, self.cross_mask, self.caches, self.length)
+        self.length += 1
+        return torch.log_softmax(self.model.logits(hidden[:, -1]).float(), dim=-1)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Row i of every cache takes the history of row rows[i] (beams that survived, in order)."""
+        n = self.length
+        for (k, v), (sk, sv) in zip(self.caches, self.spare):
+            torch.index_select(k[:n], 1, rows, out=sk[:n])
+            torch.index_select(v[:n], 1, rows, out=sv[:n])
+        self.caches, self.spare = self.spare, self.caches
+
+    def keep_documents(self, docs: torch.Tensor, rows: torch.Tensor) -> None:
+        """Drop finished documents: keep the given document indices and their beam rows."""
+        self.cross = [(k.index_select(0, docs), v.index_select(0, docs)) for k, v in self.cross]
+        self.cross_mask = self.cross_mask.index_select(0, docs)
+        self.caches = [(k.index_select(1, rows), v.index_select(1, rows)) for k, v in self.caches]
+        self.spare = [(k.index_select(1, rows), v.index_select(1, rows)) for k, v in self.spare]
+
+
+# ---- the search ------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, options: GenerationOptions,
+                special: SpecialTokens) -> list[list[int]]:
+    """input_ids, attention_mask (B, T) -> B token lists as generate() returns them: decoder start
+    token first, EOS last unless max_length was reached. One beam is greedy search."""
+    k = options.num_beams
+    batch = input_ids.shape[0]
+    device = input_ids.device
+    state = DecoderState(model, input_ids, attention_mask, k, options.max_length)
+    try:
+        hyps = [Hypotheses(k, options.length_penalty, options.early_stopping) for _ in range(batch)]
+        active = list(range(batch))  # documents still searching, in row-block order
+        sequences = [[special.decoder_start] for _ in range(batch * k)]
+        beam_scores = torch.zeros(batch, k, device=device)
+        beam_scores[:, 1:] = -1e9  # all beams start equal: let only the first one expand
+        beam_scores = beam_scores.view(-1)
+        tokens = torch.full((batch * k,), special.decoder_start, dtype=torch.long, device=device)
+        while True:
+            scores = process_logits(state.step(tokens), sequences, options, special)
+            scores = scores + beam_scores[:, None]
+            vocab = scores.shape[-1]
+            top_scores, top_ids = torch.topk(scores.view(len(active), k * vocab), 2 * k, dim=1)
+            chosen, finished = _select_beams(top_scores.tolist(), top_ids.tolist(), vocab, k, sequences,
+                                             [hyps[d] for d in active], special.eos)
+            rows = [r for r, _, _ in chosen]
+            sequences = [sequences[r] + [t] for r, t, _ in chosen]
+            cur_len = len(sequences[0])
+            if cur_len >= options.max_length or len(finished) == len(active):
+                break
+            tokens = torch.tensor([t for _, t, _ in chosen], device=device)
+            beam_scores = torch.tensor([s for _, _, s in chosen], device=device)
+            state.reorder(torch.tensor(rows, device=device))
+            if finished:
+                keep = [i for i in range(len(active)) if i not in finished]
+                keep_rows = [i * k + j for i in keep for j in range(k)]
+                idx = torch.tensor(keep_rows, device=device)
+                state.keep_documents(torch.tensor(keep, device=device), idx)
+                tokens, beam_scores = tokens[idx], beam_scores[idx]
+                sequences = [sequences[r] for r in keep_rows]
+                active = [active[i] for i in keep]
+        for i, doc in enumerate(active):
+            if i in finished:
+                continue
+            for j in range(k):
+                seq = sequences[i * k + j]
+                hyps[doc].add(seq, chosen[i * k + j][2], len(seq) - 1)
+        return [_with_eos(h.best(), special.eos, options.max_length) for h in hyps]
+    finally:
+        del state
+
+
+def _select_beams(top_scores, top_ids, vocab, k, sequences, hyps, eos):
+    """BeamSearchScorer.process for the active documents: EOS candidates among the first k become
+    finished hypotheses; the first k other candidates continue. Returns the continuing
+    (row, token, score) triples, k per document, and the indices of documents now finished."""
+    chosen, finished = [], set()
+    cur_len = len(sequences[0])
+    for i, (scores, ids) in enumerate(zip(top_scores, top_ids)):
+        picked = []
+        for rank, (score, flat) in enumerate(zip(scores, ids)):
+            row, token = i * k + flat // vocab, flat % vocab
+            if token == eos:
+                if rank < k:
+                    hyps[i].add(list(sequences[row]), score, cur_len)
+            else:
+                picked.append((row, token, score))
+            if len(picked) == k:
+                break
+        if len(picked) < k:
+            raise RuntimeError(f"beam search found only {len(picked)} continuations for {k} beams")
+        chosen.extend(picked)
+        if hyps[i].is_done(max(scores), cur_len + 1):
+            finished.add(i)
+    return chosen, finished
+
+
+def _with_eos(tokens: list[int], eos: int, max_length: int) -> list[int]:
+    """generate() appends EOS to every returned hypothesis that is shorter than max_length."""
+    return tokens + [eos] if len(tokens) < max_length else tokens

@@ -1,15 +1,19 @@
-"""Summarizer: the Python API that ties loading, tokenizing and decoding together.
-
-CONTRACT (in progress): signatures below are stable; bodies are being written.
-"""
+"""Summarizer: the Python API that ties loading, tokenizing and decoding together."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
-from arxsum.decoding import GenerationOptions
+import torch
+
+from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search
+from arxsum.errors import ModelLoadError, OptionsError
+from arxsum.loading import load_model, load_tokenizer, resolve
 
 DEFAULT_MODEL = "ccdv/lsg-bart-base-16384-arxiv"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -21,27 +25,134 @@ class Summary:
     truncated: bool
 
 
+@dataclass
+class Encoded:
+    """One text's token ids after truncation (the tokenizer's own, so </s> stays last)."""
+
+    ids: list[int]
+    original_tokens: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.original_tokens > len(self.ids)
+
+
+def pick_device(device: str) -> torch.device:
+    """auto -> cuda:0 when present, else cpu; anything else as torch names it (cpu, cuda, cuda:1)."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise OptionsError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OptionsError(f"device {device!r} asked for, but no CUDA GPU is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise OptionsError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPUs)")
+    if dev.type not in ("cpu", "cuda"):
+        raise OptionsError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto is float32: the precision the reference summaries are defined in."""
+    if dtype == "auto":
+        return torch.float32
+    if dtype not in DTYPES:
+        raise OptionsError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    if dtype == "float16" and device.type == "cpu":
+        raise OptionsError("float16 is for GPUs; on the CPU use bfloat16 or float32")
+    return DTYPES[dtype]
+
+
 class Summarizer:
     """Load once, summarize many. `.model` is the nn.Module, `.tokenizer` a transformers fast tokenizer."""
 
+    def __init__(self, model, tokenizer, name: str, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        c = model.config
+        self.special = SpecialTokens(decoder_start=c.decoder_start_token_id, eos=c.eos_token_id,
+                                     pad=c.pad_token_id, forced_bos=c.forced_bos_token_id,
+                                     forced_eos=c.forced_eos_token_id)
+
     @classmethod
-    def from_pretrained(cls, name_or_path: str = DEFAULT_MODEL, *, device: str = "auto",
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, *, device: str = "auto",
                         dtype: str = "auto") -> Summarizer:
-        raise NotImplementedError
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        directory = resolve(str(name_or_path))
+        model = load_model(directory, dev, dt)
+        tokenizer = load_tokenizer(directory)
+        if len(tokenizer) > model.config.vocab_size:
+            raise ModelLoadError(f"the tokenizer has {len(tokenizer)} tokens but the model only "
+                                 f"{model.config.vocab_size}")
+        return cls(model, tokenizer, str(name_or_path), dev, dt)
 
     @property
     def max_positions(self) -> int:
         """The most input tokens the model can take (16384 for the default model)."""
-        raise NotImplementedError
+        return self.model.config.max_input_tokens
 
     def count_tokens(self, text: str) -> int:
-        raise NotImplementedError
+        return len(self.tokenizer(text)["input_ids"])
+
+    def encode(self, text: str, max_input_tokens: int | None = None) -> Encoded:
+        """Token ids, truncated by the tokenizer itself when longer than max_input_tokens."""
+        limit = self.check_max_input_tokens(max_input_tokens)
+        ids = self.tokenizer(text)["input_ids"]
+        if len(ids) <= limit:
+            return Encoded(ids, len(ids))
+        return Encoded(self.tokenizer(text, truncation=True, max_length=limit)["input_ids"], len(ids))
+
+    def check_max_input_tokens(self, max_input_tokens: int | None) -> int:
+        if max_input_tokens is None:
+            return self.max_positions
+        if max_input_tokens < 2:
+            raise OptionsError(f"--max-input-tokens must be at least 2, got {max_input_tokens}")
+        if max_input_tokens > self.max_positions:
+            raise OptionsError(f"--max-input-tokens {max_input_tokens} is more than the model's "
+                               f"{self.max_positions} positions")
+        return max_input_tokens
+
+    def generate(self, encoded: list[Encoded], options: GenerationOptions) -> list[list[int]]:
+        """Beam search over one right-padded batch -> token ids per input, in input order."""
+        longest = max(len(e.ids) for e in encoded)
+        ids = torch.full((len(encoded), longest), self.special.pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), longest), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            ids[i, : len(e.ids)] = torch.tensor(e.ids)
+            mask[i, : len(e.ids)] = 1
+        return beam_search(self.model, ids.to(self.device), mask.to(self.device), options, self.special)
+
+    def decode(self, token_ids: list[int]) -> str:
+        # Stated explicitly: transformers 4.x and 5.x default clean_up_tokenization_spaces differently.
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def summarize_batch(self, texts: list[str], options: GenerationOptions = GenerationOptions(),
                         max_input_tokens: int | None = None) -> list[Summary]:
         """Summarize several texts in one padded batch; results in input order."""
-        raise NotImplementedError
+        encoded = [self.encode(t, max_input_tokens) for t in texts]
+        outputs = self.generate(encoded, options)
+        return [Summary(self.decode(out), out, len(e.ids), e.original_tokens, e.truncated)
+                for e, out in zip(encoded, outputs)]
 
-    def summarize(self, texts: str | list[str], **options) -> list[str]:
-        """Convenience: options are GenerationOptions fields plus max_input_tokens and batch_size."""
-        raise NotImplementedError
+    def summarize(self, texts: str | list[str], *, batch_size: int = 1, max_input_tokens: int | None = None,
+                  **options) -> list[str]:
+        """Summaries of raw texts; options are GenerationOptions fields (num_beams, max_length, ...)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        known = {f.name for f in dataclasses.fields(GenerationOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise OptionsError(f"unknown generation option(s): {', '.join(unknown)}")
+        opts = GenerationOptions(**options)
+        if batch_size < 1:
+            raise OptionsError(f"batch_size must be at least 1, got {batch_size}")
+        out: list[str] = []
+        for start in range(0, len(texts), batch_size):
+            out += [s.text for s in self.summarize_batch(texts[start: start + batch_size], opts, max_input_tokens)]
+        return out

@@ -1,0 +1,147 @@
+"""Config, weights and tokenizer from a local directory in the hub's layout, or a hub id.
+
+Keys are mapped by hand and loudly: every missing or unexpected key is named in the error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from arxsum.errors import ModelLoadError
+from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+HUB_PATTERNS = ["config.json", *WEIGHT_FILES, *TOKENIZER_FILES, "generation_config.json"]
+# Checkpoints store the shared embedding under any of these names (tied weights are saved once).
+SHARED_ALIASES = ("model.shared.weight", "model.encoder.embed_tokens.weight",
+                  "model.decoder.embed_tokens.weight", "lm_head.weight")
+IGNORED_KEYS = ("model.encoder.version", "model.decoder.version")  # fairseq leftovers
+
+
+def resolve(name_or_path: str) -> Path:
+    """A local directory as is; otherwise a hub id, from the standard cache or downloaded into it."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelLoadError(f"{name_or_path} is a file; --model takes a directory with config.json and weights")
+    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
+    if looks_like_path or not name_or_path.strip():
+        raise ModelLoadError(f"model directory not found: {name_or_path}")
+    return _from_hub(name_or_path)
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    hint = ("pass a local directory in the hub's layout (config.json, pytorch_model.bin or "
+            "model.safetensors, tokenizer.json) with --model DIR or ARXSUM_MODEL=DIR")
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, etag_timeout=10))
+    except Exception as e:
+        reason = type(e).__name__
+        raise ModelLoadError(f"cannot get model {repo_id!r} from the hub ({reason}) and it is not in the "
+                             f"cache; {hint}") from None
+
+
+def load_config(directory: Path) -> LSGBartConfig:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{directory} has no config.json")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from None
+    try:
+        return LSGBartConfig.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """The raw checkpoint tensors: model.safetensors if present, else pytorch_model.bin (weights only)."""
+    safetensors_path, bin_path = directory / WEIGHT_FILES[0], directory / WEIGHT_FILES[1]
+    try:
+        if safetensors_path.is_file():
+            from safetensors.torch import load_file
+
+            return load_file(str(safetensors_path))
+        if bin_path.is_file():
+            try:
+                return torch.load(bin_path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # legacy (non-zip) serialization cannot be memory-mapped
+                return torch.load(bin_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read the weights in {directory}: {type(e).__name__}: {e}") from None
+    raise ModelLoadError(f"{directory} has neither {WEIGHT_FILES[0]} nor {WEIGHT_FILES[1]}")
+
+
+def map_keys(raw: dict[str, torch.Tensor], model: LSGBartForConditionalGeneration) -> dict[str, torch.Tensor]:
+    """Checkpoint keys -> our parameter names, with tied and prefix-less variants handled here only."""
+    if not any(k.startswith("model.") for k in raw):  # a bare LSGBartModel checkpoint
+        raw = {(k if k in ("final_logits_bias", "lm_head.weight") else f"model.{k}"): v for k, v in raw.items()}
+    expected = model.state_dict().keys()
+    mapped, unexpected = {}, []
+    for key, tensor in raw.items():
+        if key in IGNORED_KEYS:
+            continue
+        if key in SHARED_ALIASES and (key != "lm_head.weight" or model.lm_head is None):
+            mapped.setdefault("model.shared.weight", tensor)
+        elif key in expected:
+            mapped[key] = tensor
+        else:
+            unexpected.append(key)
+    if "final_logits_bias" not in mapped:  # optional in BART checkpoints (zeros)
+        mapped["final_logits_bias"] = torch.zeros(1, model.config.vocab_size)
+    missing = sorted(set(expected) - set(mapped))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(sorted(unexpected))}")
+        raise ModelLoadError("checkpoint does not fit LSG-BART: " + "; ".join(parts))
+    shapes = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(shapes[k].shape)})" for k, v in mapped.items()
+             if tuple(v.shape) != tuple(shapes[k].shape)]
+    if wrong:
+        raise ModelLoadError("checkpoint shapes do not fit its config.json: " + ", ".join(wrong))
+    return mapped
+
+
+def load_model(directory: Path, device: torch.device, dtype: torch.dtype) -> LSGBartForConditionalGeneration:
+    config = load_config(directory)
+    with torch.device("meta"):
+        model = LSGBartForConditionalGeneration(config)
+    state = map_keys(read_state_dict(directory), model)
+    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """The checkpoint's fast tokenizer (transformers), from tokenizer.json or vocab.json + merges.txt."""
+    directory = name_or_path if isinstance(name_or_path, Path) else resolve(str(name_or_path))
+    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        raise ModelLoadError(f"{directory} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)")
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the tokenizer in {directory}: {type(e).__name__}: {e}") from None

@@ -1,0 +1,425 @@
+"""LSG-BART in plain PyTorch: nn code only, no I/O.
+
+Semantics follow the model's published implementation (lsg-converter 0.1.9,
+`bart/modeling_lsg_bart.py`, on transformers 4.40.2 BART):
+
+- encoder: token + learned positions (BART's offset of 2), `num_global_tokens` learned global
+  embeddings prepended, then `layernorm_embedding`; inputs longer than 2 x `block_size` are padded to
+  a multiple of `block_size` (`adaptive`); full attention while the text fits in two blocks,
+  otherwise each block of queries attends to the global tokens and to its own and both neighbouring
+  blocks (LSG "local" attention), global tokens attend to everything; post-LN BART layers.
+- the encoder output keeps the global tokens (`pass_global_tokens_to_decoder`) and the decoder
+  cross-attends to them with a mask padded with ones;
+- decoder: plain BART; LM head tied to the shared embedding, plus `final_logits_bias`.
+
+Parameter names equal the reference's state-dict keys, so loading maps keys one to one.
+Shapes: B documents, N = B x beams decoder rows, H heads, T tokens, G global tokens, D = d_model,
+hd = D / H, S = encoder length seen by the decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The sparse attention variants of LSG; the arXiv model uses none of them.
+SPARSITY_TYPES = ("norm", "pooling", "lsh", "stride", "block_stride", "bos_pooling")
+POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding: positions are looked up at index + 2
+
+
+@dataclass(frozen=True)
+class LSGBartConfig:
+    """The fields of a checkpoint's config.json that define the network (names as in the file)."""
+
+    vocab_size: int = 50265
+    d_model: int = 768
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_attention_heads: int = 12
+    decoder_attention_heads: int = 12
+    encoder_ffn_dim: int = 3072
+    decoder_ffn_dim: int = 3072
+    max_position_embeddings: int = 16384
+    activation_function: str = "gelu"
+    scale_embedding: bool = False
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    decoder_start_token_id: int = 2
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | None = None
+    tie_word_embeddings: bool = True
+    # LSG fields
+    block_size: int = 128
+    num_global_tokens: int = 1
+    adaptive: bool = True
+    pass_global_tokens_to_decoder: bool = True
+    pool_with_global: bool = True
+    mask_first_token: bool = False
+    sparsity_type: str | None = "norm"
+    sparse_block_size: int = 128
+    sparsity_factor: int = 2
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> LSGBartConfig:
+        """Build from config.json's dict; unknown keys are ignored, bad values raise ValueError."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        # The reference clamps the number of global tokens to [1, 512].
+        if "num_global_tokens" in values:
+            values["num_global_tokens"] = max(1, min(512, int(values["num_global_tokens"])))
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @property
+    def uses_sparse_attention(self) -> bool:
+        # The reference computes sparse tokens only when all three are set (see not_causal_forward).
+        return (self.sparsity_type in SPARSITY_TYPES and bool(self.sparse_block_size)
+                and self.sparsity_factor > 0)
+
+    def validate(self) -> None:
+        if self.uses_sparse_attention:
+            raise ValueError(
+                f"sparsity_type {self.sparsity_type!r} with sparse_block_size {self.sparse_block_size} is not "
+                "supported: arxsum implements LSG's local + global attention only (sparsity_type 'none')")
+        if self.d_model % self.encoder_attention_heads or self.d_model % self.decoder_attention_heads:
+            raise ValueError("d_model must be divisible by the number of attention heads")
+        if self.activation_function not in ACTIVATIONS:
+            raise ValueError(f"unsupported activation_function {self.activation_function!r}; "
+                             f"known: {', '.join(sorted(ACTIVATIONS))}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be positive, got {self.block_size}")
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The longest input the encoder can take once adaptive padding rounds it up to a block."""
+        n, b = self.max_position_embeddings, self.block_size
+        if not self.adaptive or n <= 2 * b or n % b == 0:
+            return n
+        return n // b * b
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) of 1 = attend, 0 = padding -> (B, 1, 1, T) of 0 / finfo.min, as transformers builds it."""
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class Attention(nn.Module):
+    """q/k/v/out projections shared by every attention kind; the kinds differ in which keys they see."""
+
+    def __init__(self, d_model: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, H, T, hd)"""
+        n, t, _ = x.shape
+        return x.view(n, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, H, T, hd) -> (N, T, D)"""
+        n, h, t, d = x.shape
+        return x.transpose(1, 2).reshape(n, t, h * d)
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, T, D) -> keys and values, each (N, H, T, hd)"""
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+
+class LSGSelfAttention(Attention):
+    """Encoder self-attention: global tokens see all; each block sees globals + 3 neighbouring blocks."""
+
+    def __init__(self, d_model: int, num_heads: int, block_size: int, num_global_tokens: int):
+        super().__init__(d_model, num_heads)
+        self.block_size = block_size
+        self.num_global = num_global_tokens
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, G+T, D), key_mask (B, 1, 1, G+T) additive -> (B, G+T, D)"""
+        q = self.split_heads(self.q_proj(x))
+        k, v = self.project_kv(x)
+        g, t = self.num_global, x.shape[1] - self.num_global
+        if t <= 2 * self.block_size:  # the local window covers everything: plain full attention
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        else:
+            ctx_global = F.scaled_dot_product_attention(q[:, :, :g], k, v, attn_mask=key_mask)
+            ctx_local = self.local_attention(q[:, :, g:], k, v, key_mask)
+            ctx = torch.cat([ctx_global, ctx_local], dim=2)
+        return self.out_proj(self.merge_heads(ctx))
+
+    def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        key_mask: torch.Tensor) -> torch.Tensor:
+        """q (B, H, T, hd) for the non-global tokens, T a multiple of block_size -> (B, H, T, hd).
+
+        Block i's queries attend to [globals, block i-1, block i, block i+1]; the missing neighbours
+        of the first and last blocks are zero keys under a finfo.min mask, as in the reference.
+        """
+        b, h, t, d = q.shape
+        bs, g = self.block_size, self.num_global
+        nb = t // bs
+        keys = self._windows(k[:, :, :g], k[:, :, g:], nb)  # (B, H*nb, G+3bs, hd)
+        values = self._windows(v[:, :, :g], v[:, :, g:], nb)
+        mask_global, mask_local = key_mask[..., :g], key_mask[..., g:]  # (B,1,1,G), (B,1,1,T)
+        mask_local = F.pad(mask_local, (bs, bs), value=torch.finfo(key_mask.dtype).min)
+        mask_local = mask_local.unfold(-1, 3 * bs, bs)  # (B, 1, 1, nb, 3bs)
+        mask = torch.cat([mask_global.unsqueeze(3).expand(-1, -1, -1, nb, -1), mask_local], dim=-1)
+        mask = mask.transpose(2, 3).expand(b, h, nb, 1, g + 3 * bs).reshape(b, h * nb, 1, g + 3 * bs)
+        out = F.scaled_dot_product_attention(q.reshape(b, h * nb, bs, d), keys, values, attn_mask=mask)
+        return out.view(b, h, t, d)
+
+    def _windows(self, x_global: torch.Tensor, x_local: torch.Tensor, nb: int) -> torch.Tensor:
+        """(B, H, G, hd), (B, H, T, hd) -> (B, H*nb, G+3bs, hd): per block, globals then 3 blocks."""
+        b, h, g, d = x_global.shape
+        bs = self.block_size
+        padded = F.pad(x_local, (0, 0, bs, bs))  # (B, H, T+2bs, hd)
+        windows = padded.unfold(2, 3 * bs, bs).transpose(-1, -2)  # (B, H, nb, 3bs, hd), a view
+        out = torch.cat([x_global.unsqueeze(2).expand(b, h, nb, g, d), windows], dim=3)
+        return out.view(b, h * nb, g + 3 * bs, d)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: LSGBartConfig):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = LSGSelfAttention(d, config.encoder_attention_heads, config.block_size,
+                                          config.num_global_tokens)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, config.encoder_ffn_dim)
+        self.fc2 = nn.Linear(config.encoder_ffn_dim, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.activation = ACTIVATIONS[config.activation_function]
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """x (B, G+T, D) -> (B, G+T, D); post-LN as in BART."""
+        x = self.self_attn_layer_norm(x + self.self_attn(x, key_mask))
+        x = self.final_layer_norm(x + self.fc2(self.activation(self.fc1(x))))
+        if x.dtype == torch.float16 and not torch.isfinite(x).all():
+            clamp = torch.finfo(x.dtype).max - 1000  # BartEncoderLayer's fp16 overflow guard
+            x = x.clamp(-clamp, clamp)
+        return x
+
+
+@dataclass
+class EncoderOutput:
+    hidden: torch.Tensor  # (B, S, D): what the decoder cross-attends to (globals first, if passed)
+    mask: torch.Tensor  # (B, S) 1 = attend, 0 = padding
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: LSGBartConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.embed_positions = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, d)
+        self.global_embeddings = nn.Embedding(512, d)  # the reference always allocates 512 rows
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.layernorm_embedding = nn.LayerNorm(d)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                embed_tokens: nn.Embedding) -> EncoderOutput:
+        """input_ids, attention_mask (B, T) -> EncoderOutput with S = G + T (or T)."""
+        c = self.config
+        b, t = input_ids.shape
+        if c.mask_first_token:
+            attention_mask = attention_mask.clone()
+            attention_mask[:, 0] = 0
+        input_ids, mask = self._pad_to_blocks(input_ids, attention_mask)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + POSITION_OFFSET
+        x = embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)
+        x = torch.cat([self.global_embeddings.weight[: c.num_global_tokens].expand(b, -1, -1), x], dim=1)
+        x = self.layernorm_embedding(x)
+        key_mask = additive_mask(F.pad(mask, (c.num_global_tokens, 0), value=1), x.dtype)
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        return self._decoder_view(x, attention_mask, t)
+
+    def _pad_to_blocks(self, input_ids: torch.Tensor, mask: torch.Tensor):
+        """Adaptive padding: inputs longer than two blocks are padded to a multiple of block_size."""
+        c = self.config
+        t = input_ids.shape[1]
+        rem = t % c.block_size
+        if c.adaptive and t > 2 * c.block_size and rem:
+            extra = c.block_size - rem
+            input_ids = F.pad(input_ids, (0, extra), value=c.pad_token_id)
+            mask = F.pad(mask, (0, extra), value=0)
+        return input_ids, mask
+
+    def _decoder_view(self, x: torch.Tensor, mask: torch.Tensor, t: int) -> EncoderOutput:
+        """Drop the adaptive padding; keep or pool the global tokens as the config says."""
+        c = self.config
+        g = c.num_global_tokens
+        if c.pass_global_tokens_to_decoder:
+            return EncoderOutput(x[:, : g + t], F.pad(mask, (g, 0), value=1))
+        x = x[:, : g + t]
+        if c.pool_with_global:  # the first token's output is replaced by the first global token's
+            x = x.clone()
+            x[:, g] = x[:, 0]
+        return EncoderOutput(x[:, g:], mask)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: LSGBartConfig):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = Attention(d, config.decoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.encoder_attn = Attention(d, config.decoder_attention_heads)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, config.decoder_ffn_dim)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.activation = ACTIVATIONS[config.activation_function]
+
+    def forward(self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor], cross_mask: torch.Tensor,
+                cache: tuple[torch.Tensor, torch.Tensor] | None, start: int) -> torch.Tensor:
+        """x (N, L, D) at positions start..start+L-1 -> (N, L, D).
+
+        cross: keys and values (B, H, S, hd), shared by the N / B rows of each document;
+        cross_mask (B, 1, 1, S) additive; cache: self-attention keys and values (max_len, N, H, hd)
+        written at [start, start + L), or None to attend causally within x alone.
+        """
+        x = self.self_attn_layer_norm(x + self._self_attention(x, cache, start))
+        x = self.encoder_attn_layer_norm(x + self._cross_attention(x, cross, cross_mask))
+        x = self.final_layer_norm(x + self.fc2(self.activation(self.fc1(x))))
+        return x
+
+    def _self_attention(self, x, cache, start):
+        attn = self.self_attn
+        q = attn.split_heads(attn.q_proj(x))
+        k, v = attn.project_kv(x)
+        length = x.shape[1]
+        if cache is not None:  # cache layout (max_len, N, H, hd): a step writes one contiguous slab
+            cache_k, cache_v = cache
+            cache_k[start: start + length] = k.permute(2, 0, 1, 3)
+            cache_v[start: start + length] = v.permute(2, 0, 1, 3)
+            k = cache_k[: start + length].permute(1, 2, 0, 3)
+            v = cache_v[: start + length].permute(1, 2, 0, 3)
+        if length == 1:
+            ctx = F.scaled_dot_product_attention(q, k, v)
+        else:  # causal over the new tokens, full over the cached prefix
+            keep = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - length)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        return attn.out_proj(attn.merge_heads(ctx))
+
+    def _cross_attention(self, x, cross, cross_mask):
+        attn = self.encoder_attn
+        n, length, _ = x.shape
+        k, v = cross
+        b = k.shape[0]
+        q = attn.split_heads(attn.q_proj(x))  # (N, H, L, hd)
+        # the rows of one document share its keys: fold them into the query length
+        q = q.view(b, n // b, attn.num_heads, length, attn.head_dim).transpose(1, 2)
+        q = q.reshape(b, attn.num_heads, (n // b) * length, attn.head_dim)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
+        ctx = ctx.view(b, attn.num_heads, n // b, length, attn.head_dim).transpose(1, 2)
+        ctx = ctx.reshape(n, attn.num_heads, length, attn.head_dim)
+        return attn.out_proj(attn.merge_heads(ctx))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: LSGBartConfig):
+        super().__init__()
+        d = config.d_model
+        self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.embed_positions = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, d)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
+        self.layernorm_embedding = nn.LayerNorm(d)
+
+    def forward(self, input_ids: torch.Tensor, embed_tokens: nn.Embedding, cross: list, cross_mask: torch.Tensor,
+                caches: list | None = None, start: int = 0) -> torch.Tensor:
+        """input_ids (N, L) -> hidden (N, L, D). cross/caches: one entry per layer (see DecoderLayer)."""
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device) + POSITION_OFFSET
+        x = embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)
+        x = self.layernorm_embedding(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cross[i], cross_mask, None if caches is None else caches[i], start)
+        return x
+
+
+class LSGBartModel(nn.Module):
+    def __init__(self, config: LSGBartConfig):
+        super().__init__()
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+
+class LSGBartForConditionalGeneration(nn.Module):
+    """The whole model. `forward` is the uncached teacher-forced pass; generation uses the pieces:
+    `encode` once per batch, `cross_kv` once per document, `decode` once per step."""
+
+    def __init__(self, config: LSGBartConfig):
+        super().__init__()
+        self.config = config
+        self.model = LSGBartModel(config)
+        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        # Only untied checkpoints carry their own LM head; tied ones reuse model.shared.
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.d_model, config.vocab_size,
+                                                                        bias=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, T), decoder_input_ids (B, L) -> logits (B, L, vocab)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if decoder_input_ids is None:
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
+        enc = self.encode(input_ids, attention_mask)
+        hidden = self.decode(decoder_input_ids, self.cross_kv(enc.hidden), self.cross_mask(enc))
+        return self.logits(hidden)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderOutput:
+        return self.model.encoder(input_ids, attention_mask, self.model.shared)
+
+    def cross_kv(self, encoder_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(B, S, D) -> per decoder layer, cross-attention keys and values (B, H, S, hd)."""
+        return [layer.encoder_attn.project_kv(encoder_hidden) for layer in self.model.decoder.layers]
+
+    def cross_mask(self, enc: EncoderOutput) -> torch.Tensor:
+        return additive_mask(enc.mask, enc.hidden.dtype)
+
+    def decode(self, decoder_input_ids: torch.Tensor, cross: list, cross_mask: torch.Tensor,
+               caches: list | None = None, start: int = 0) -> torch.Tensor:
+        return self.model.decoder(decoder_input_ids, self.model.shared, cross, cross_mask, caches, start)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, L, D) -> (N, L, vocab)"""
+        weight = self.model.shared.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight) + self.final_logits_bias
+
+    def new_caches(self, rows: int, max_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Preallocated self-attention caches: per decoder layer, keys and values (max_len, N, H, hd)."""
+        c = self.config
+        shape = (max_length, rows, c.decoder_attention_heads, c.d_model // c.decoder_attention_heads)
+        p = self.final_logits_bias
+        return [(p.new_empty(shape), p.new_empty(shape)) for _ in range(c.decoder_layers)]
+
+
+def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    shifted = input_ids.new_zeros(input_ids.shape)
+    shifted[:, 1:] = input_ids[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
