@@ -1,0 +1,270 @@
+"""The `arxsum` command: parse, build the options, call the runner, map errors to exit codes.
+
+`arxsum paper.pdf` runs the default command, `summarize`; `extract` and `eval` are subcommands
+registered by their own modules (`arxsum.commands.*`) when those are installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import signal
+import sys
+import threading
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from arxsum import __version__
+from arxsum.errors import ArxsumError, OptionsError
+from arxsum.runner import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, RunConfig, run
+from arxsum.summarizer import DEFAULT_MODEL
+
+DEFAULT_COMMAND = "summarize"
+SUBCOMMAND_MODULES = ("extract", "eval")  # arxsum.commands.<name>.register(app), when present
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group whose first argument falls back to `summarize` when it names no subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The group's help (subcommands), then the default command's options."""
+        super().format_help(ctx, formatter)
+        command = self.commands.get(DEFAULT_COMMAND)
+        if command is not None:
+            with click.Context(command, info_name=ctx.info_name, parent=ctx.parent) as sub:
+                command.format_help(sub, formatter)
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+    jsonl = "jsonl"
+    md = "md"
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+app = typer.Typer(
+    cls=DefaultCommandGroup,
+    name="arxsum",
+    help="Summarize arXiv papers (PDF, LaTeX, text, arXiv ids) into abstracts with LSG-BART.\n\n"
+         "`arxsum paper.pdf` is `arxsum summarize paper.pdf`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"arxsum {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          callback=_version, is_eager=True)] = False,
+) -> None:
+    """Summarize arXiv papers into abstracts with LSG-BART."""
+
+
+def _check_device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
+    return value
+
+
+INPUT = "Input"
+MODEL = "Model and decoding (unset: the model card's defaults)"
+OUTPUT = "Output"
+BATCH = "Batch and bad input"
+
+
+@app.command(DEFAULT_COMMAND)
+def summarize(
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="PDF, .txt, .md or .tex files, folders (searched recursively), arXiv ids or URLs; "
+             "- reads stdin.", show_default=False)] = None,
+    files_from: Annotated[str | None, typer.Option(
+        "--files-from", metavar="FILE|-", help="Read more inputs from FILE, one a line (- for stdin).",
+        rich_help_panel=INPUT)] = None,
+    glob: Annotated[list[str] | None, typer.Option(
+        "--glob", help="Which files a folder search picks (repeatable) (default: *.pdf *.txt *.md *.tex).",
+        rich_help_panel=INPUT)] = None,
+    password: Annotated[str | None, typer.Option(
+        help="Password of encrypted PDFs.", envvar="ARXSUM_PDF_PASSWORD", rich_help_panel=INPUT)] = None,
+    keep_appendix: Annotated[bool, typer.Option(
+        "--keep-appendix", help="Keep appendices in the text the model reads.", rich_help_panel=INPUT)] = False,
+    max_pages: Annotated[int, typer.Option(
+        help="Read at most this many pages of a PDF.", rich_help_panel=INPUT)] = DEFAULT_MAX_PAGES,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds one file's extraction may take before it fails (0: no limit, in-process).",
+        rich_help_panel=INPUT)] = DEFAULT_TIMEOUT_S,
+    model: Annotated[str, typer.Option(
+        help="Hub id or local folder of the model.", envvar="ARXSUM_MODEL", rich_help_panel=MODEL)] = DEFAULT_MODEL,
+    device: Annotated[str, typer.Option(
+        help="auto, cpu, cuda or cuda:N (auto: cuda:0 when present).", envvar="ARXSUM_DEVICE",
+        callback=_check_device, rich_help_panel=MODEL)] = "auto",
+    dtype: Annotated[Dtype, typer.Option(help="Weights' dtype.", rich_help_panel=MODEL)] = Dtype.auto,
+    num_beams: Annotated[int | None, typer.Option(help="Beam width.", rich_help_panel=MODEL)] = None,
+    length_penalty: Annotated[float | None, typer.Option(
+        help="Exponent on length in beam ranking.", rich_help_panel=MODEL)] = None,
+    max_length: Annotated[int | None, typer.Option(
+        help="Most summary tokens (decoder start included).", rich_help_panel=MODEL)] = None,
+    min_length: Annotated[int | None, typer.Option(help="Fewest summary tokens.", rich_help_panel=MODEL)] = None,
+    no_repeat_ngram_size: Annotated[int | None, typer.Option(
+        help="Block repeated n-grams of this size (0: off).", rich_help_panel=MODEL)] = None,
+    max_input_tokens: Annotated[int | None, typer.Option(
+        help="Truncate inputs to this many tokens (default: the model's limit).", rich_help_panel=MODEL)] = None,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Feed the extracted text to the tokenizer untouched and print the decoded summary "
+                      "untouched (what the Hugging Face pipeline does).", rich_help_panel=MODEL)] = False,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Papers per batch (default: 1 on CPU, from free memory on CUDA).", rich_help_panel=BATCH)] = None,
+    format: Annotated[Format, typer.Option(
+        "--format", "-f", help="Output format.", rich_help_panel=OUTPUT)] = Format.text,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write to FILE instead of stdout.", rich_help_panel=OUTPUT)] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", help="One file per input under DIR, mirroring folders; existing ones are skipped.",
+        rich_help_panel=OUTPUT)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Redo inputs whose --output-dir file exists.", rich_help_panel=OUTPUT)] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress or notes on stderr (failures still print).", rich_help_panel=OUTPUT)] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Show pypdf's warnings.", rich_help_panel=OUTPUT)] = False,
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Where downloaded arXiv PDFs are kept (default: ~/.cache/arxsum).", envvar="ARXSUM_CACHE_DIR",
+        rich_help_panel=INPUT)] = None,
+) -> None:
+    """Summarize papers: one summary per input, on stdout, in -o FILE, or in --output-dir."""
+    console = Console(stderr=True)
+    generation = {"num_beams": num_beams, "length_penalty": length_penalty, "max_length": max_length,
+                  "min_length": min_length, "no_repeat_ngram_size": no_repeat_ngram_size}
+    with _errors_to_exit_codes(console), _sigterm_as_interrupt():
+        cfg = RunConfig(
+            inputs=list(inputs or []), files_from=files_from, globs=glob or None, format=format.value,
+            output=output, output_dir=output_dir, overwrite=overwrite, quiet=quiet, raw=raw,
+            keep_appendix=keep_appendix, password=password, verbose=verbose, timeout=timeout,
+            max_pages=max_pages, batch_size=batch_size, max_input_tokens=max_input_tokens,
+            options=generation_options(generation))
+        from arxsum.arxiv import ArxivClient
+
+        report = run(cfg, console=console, arxiv=ArxivClient(cache_dir=cache_dir),
+                     load_summarizer=lambda: load_summarizer(model, device, dtype.value, console, quiet))
+        raise typer.Exit(report.exit_code)
+
+
+def generation_options(given: dict):
+    """GenerationOptions from the flags the user set; the dataclass owns every default."""
+    from arxsum.decoding import GenerationOptions
+
+    return GenerationOptions(**{k: v for k, v in given.items() if v is not None})
+
+
+def load_summarizer(model: str, device: str, dtype: str, console: Console, quiet: bool):
+    """Load the model once, on the device asked for (auto: cuda:0 if present, else CPU with a note)."""
+    from arxsum.summarizer import Summarizer
+
+    if device == "auto":
+        device = resolve_auto_device(console, quiet)
+    return Summarizer.from_pretrained(model, device=device, dtype=dtype)
+
+
+def resolve_auto_device(console: Console, quiet: bool) -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda:0"
+    if not quiet:
+        console.print("arxsum: note: no CUDA device found; running on CPU (slow: minutes per paper)",
+                      markup=False, highlight=False, soft_wrap=True)
+    return "cpu"
+
+
+class _errors_to_exit_codes:
+    """ArxsumError -> one line on stderr and exit 2 (bad option) or 1; Ctrl-C -> 130.
+
+    ARXSUM_DEBUG=1 lets the exception through with its traceback.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if error is None or isinstance(error, (click.exceptions.Exit, click.ClickException, SystemExit)):
+            return False
+        debug = os.environ.get("ARXSUM_DEBUG", "") not in ("", "0")
+        if isinstance(error, KeyboardInterrupt):
+            self.console.print("arxsum: interrupted", markup=False, highlight=False)
+            raise typer.Exit(130)
+        if isinstance(error, ArxsumError) and not debug:
+            self.console.print(f"arxsum: error: {error}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2 if isinstance(error, OptionsError) else 1)
+        return False
+
+
+class _sigterm_as_interrupt:
+    """`kill PID` stops a run like Ctrl-C does: outputs written so far are kept, no temp file is left."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _register_subcommands() -> None:
+    """`arxsum extract` and `arxsum eval`, from their own modules, once those exist."""
+    for name in SUBCOMMAND_MODULES:
+        module_name = f"arxsum.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name in (module_name, "arxsum.commands"):
+                continue
+            raise
+        module.register(app)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,536 @@
+"""Many inputs, one model: discover -> skip done -> extract -> normalise -> sort by length -> batch ->
+summarize (halving the batch on CUDA out-of-memory) -> write -> report.
+
+`run()` is the library entry point behind `arxsum FILES...`; it never raises for one bad input: each
+one becomes a failed `Outcome` with a one-line reason, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from rich.console import Console
+
+from arxsum.arxiv import ArxivClient
+from arxsum.decoding import GenerationOptions
+from arxsum.document import Document
+from arxsum.errors import ArxsumError, InputError, OptionsError
+from arxsum.sources import BadInput, Extractor, ExtractOptions, Source, discover, read_names
+from arxsum.writers import (
+    WRITERS,
+    AtomicOutputFile,
+    DirectorySink,
+    OrderedSink,
+    Result,
+    output_path,
+    remove_stale_temps,
+)
+
+DEFAULT_TIMEOUT_S = 120.0  # per-file extraction limit
+DEFAULT_MAX_PAGES = 300  # more pages than any arXiv paper needs: 16384 tokens are ~30 pages of text
+SORT_WINDOW = 8  # batches of this many are formed from a window of SORT_WINDOW * batch_size inputs
+
+
+def debug() -> bool:
+    return os.environ.get("ARXSUM_DEBUG", "") not in ("", "0")
+
+
+@dataclass
+class RunConfig:
+    """Everything `arxsum FILES...` takes besides the model itself."""
+
+    inputs: list[str] = field(default_factory=list)
+    files_from: str | None = None  # a file of names, one a line, or "-" for stdin
+    globs: list[str] | None = None
+    format: str = "text"
+    output: Path | None = None
+    output_dir: Path | None = None
+    overwrite: bool = False
+    quiet: bool = False
+    raw: bool = False
+    keep_appendix: bool = False
+    password: str | None = None
+    verbose: bool = False
+    timeout: float = DEFAULT_TIMEOUT_S
+    max_pages: int | None = DEFAULT_MAX_PAGES
+    batch_size: int | None = None  # None: 1 on CPU, from free memory on CUDA
+    max_input_tokens: int | None = None  # None: the model's own limit
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    workers: int = 2  # extraction processes
+
+    def check(self) -> None:
+        if self.format not in WRITERS:
+            raise OptionsError(f"unknown format {self.format!r} (choose from {', '.join(WRITERS)})")
+        if self.output is not None and self.output_dir is not None:
+            raise OptionsError("--output and --output-dir cannot be used together")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise OptionsError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_input_tokens is not None and self.max_input_tokens < 2:
+            raise OptionsError(f"--max-input-tokens must be at least 2, got {self.max_input_tokens}")
+        if self.timeout < 0:
+            raise OptionsError("--timeout must be 0 (no limit) or more")
+        if self.max_pages is not None and self.max_pages < 1:
+            raise OptionsError("--max-pages must be at least 1")
+        if self.files_from == "-" and "-" in self.inputs:
+            raise OptionsError("stdin cannot be both an input (-) and --files-from -")
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str = "pending"  # "done", "skipped" or "failed"
+    reason: str = ""
+    output: Path | None = None
+
+
+@dataclass
+class RunReport:
+    outcomes: list[Outcome]
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done (or skipped), 1 some input failed, 130 interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failures else 0
+
+
+@dataclass
+class Job:
+    """One paper on its way through the model."""
+
+    index: int
+    source: Source
+    doc: Document
+    text: str  # what the tokenizer sees
+    math: list[str]
+    tokens: int  # before truncation
+    seconds: float  # extraction time so far
+
+
+# -- the run, as named steps -----------------------------------------------------------------
+
+def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryIO | None = None,
+        stdout: TextIO | None = None, console: Console | None = None,
+        arxiv: ArxivClient | None = None) -> RunReport:
+    """Summarize every input of `cfg`; the model is loaded once, and only if some input needs it."""
+    cfg.check()
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    stdout = stdout if stdout is not None else sys.stdout
+    console = console or Console(stderr=True)
+    items = gather_inputs(cfg, stdin)
+    report = RunReport([Outcome(item.name) for item in items])
+    for outcome, item in zip(report.outcomes, items):
+        if isinstance(item, BadInput):
+            outcome.status, outcome.reason = "failed", item.reason
+    todo = [i for i, item in enumerate(items) if isinstance(item, Source)]
+    todo = skip_finished(cfg, items, report, todo)
+    progress = Progress.create(console, quiet=cfg.quiet, total=len(todo))
+    for o in report.failures:
+        progress.failed(o.name, o.reason, counted=False)
+    progress.skipped(report.count("skipped"))
+    sink = open_sink(cfg, items, report, todo, stdout)
+    engine = Engine(cfg, load_summarizer, progress)
+    stdin_bytes = stdin.read() if any(getattr(items[i], "kind", "") == "stdin" for i in todo) else None
+    try:
+        with Extractor(extract_options(cfg), timeout=cfg.timeout, workers=cfg.workers,
+                       stdin=stdin_bytes, arxiv=arxiv) as extractor:
+            futures = {i: extractor.submit(items[i]) for i in todo}  # extraction runs ahead
+            for window in windows(todo, SORT_WINDOW * engine.planned_batch_size()):
+                jobs = [job for i in window if (job := prepare(i, items[i], futures[i], cfg, engine,
+                                                              report, sink, progress))]
+                for batch in make_batches(jobs, engine.batch_size):
+                    for job, result in engine.summarize(batch):
+                        settle(job, result, report, sink, progress)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        sink.close()
+        progress.close()
+    write_report(console, report, quiet=cfg.quiet)
+    return report
+
+
+def gather_inputs(cfg: RunConfig, stdin: BinaryIO) -> list[Source | BadInput]:
+    """Step 1, discover: names from the arguments and --files-from, expanded into papers."""
+    names = list(cfg.inputs)
+    if cfg.files_from is not None:
+        if cfg.files_from == "-":
+            names += read_names(_text(stdin))
+        else:
+            try:
+                with open(cfg.files_from, encoding="utf-8") as f:
+                    names += read_names(f)
+            except (OSError, UnicodeDecodeError) as e:
+                raise OptionsError(f"cannot read --files-from {cfg.files_from}: {e}") from None
+    if not names:
+        raise OptionsError("no inputs: name files, folders or arXiv ids, or - for stdin (see --help)")
+    return discover(names, globs=cfg.globs)
+
+
+def _text(stream: BinaryIO):
+    import io
+
+    data = stream.read()
+    return io.StringIO(data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data)
+
+
+def skip_finished(cfg: RunConfig, items: list, report: RunReport, todo: list[int]) -> list[int]:
+    """Step 2, resume: inputs whose output file exists are skipped unless --overwrite."""
+    if cfg.output_dir is None:
+        return todo
+    remove_stale_temps(cfg.output_dir)
+    left = []
+    for i in todo:
+        path = output_path(cfg.output_dir, items[i].rel, cfg.format)
+        report.outcomes[i].output = path
+        if path.exists() and not cfg.overwrite:
+            report.outcomes[i].status = "skipped"
+        else:
+            left.append(i)
+    return left
+
+
+def open_sink(cfg: RunConfig, items: list, report: RunReport, todo: list[int], stdout: TextIO):
+    """Where results go: one file each under --output-dir, else one stream (stdout or -o) in input order."""
+    if cfg.output_dir is not None:
+        return DirectorySink(cfg.output_dir, cfg.format, {i: report.outcomes[i].output for i in todo})
+    many = len(items) > 1
+    if cfg.output is not None:
+        target = AtomicOutputFile(cfg.output)
+        return _FileSink(OrderedSink(WRITERS[cfg.format](target.stream, many=many), todo), target)
+    return OrderedSink(WRITERS[cfg.format](stdout, many=many), todo)
+
+
+class _FileSink:
+    def __init__(self, sink: OrderedSink, target: AtomicOutputFile) -> None:
+        self.sink, self.target = sink, target
+
+    def put(self, index, result) -> None:
+        self.sink.put(index, result)
+
+    def close(self) -> None:
+        self.sink.close()
+        self.target.commit()
+
+
+def extract_options(cfg: RunConfig) -> ExtractOptions:
+    return ExtractOptions(password=cfg.password, max_pages=cfg.max_pages,
+                          keep_appendix=cfg.keep_appendix, verbose=cfg.verbose)
+
+
+def windows(indices: list[int], size: int) -> Iterator[list[int]]:
+    """Inputs in input order, a window at a time; sorting by length happens inside a window."""
+    size = max(1, size)
+    for start in range(0, len(indices), size):
+        yield indices[start:start + size]
+
+
+def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: Engine,
+            report: RunReport, sink, progress: Progress) -> Job | None:
+    """Steps 3-4, read/extract and normalise: a Job, or None after recording the failure."""
+    try:
+        doc, seconds = future.result()
+        for warning in doc.warnings:
+            progress.note(f"{source.name}: {warning}")
+        text, math_ = model_text(doc, raw=cfg.raw)
+        if not text.strip():
+            raise InputError("no text left after extraction")
+        tokens = engine.count_tokens(text)
+    except (ArxsumError, OSError) as e:
+        if not isinstance(e, InputError) and isinstance(e, ArxsumError):
+            raise  # a model or option problem concerns every input: stop with its message
+        fail(index, _reason(e), report, sink, progress)
+        return None
+    except Exception as e:
+        if debug():
+            raise
+        fail(index, f"{type(e).__name__}: {_reason(e)}", report, sink, progress)
+        return None
+    return Job(index, source, doc, text, math_, tokens, seconds)
+
+
+def model_text(doc: Document, *, raw: bool) -> tuple[str, list[str]]:
+    """--raw: the extracted body untouched; otherwise the training-style text (@xmath...)."""
+    if raw:
+        return doc.body, []
+    from arxsum.normalize import to_model_text
+
+    mt = to_model_text(doc)
+    return mt.text, list(mt.math)
+
+
+def make_batches(jobs: list[Job], batch_size: int) -> Iterator[list[Job]]:
+    """Step 5, sort by token length (longest first, so an OOM shows early) and group.
+
+    With batches of one there is no padding to save: input order is kept, so stdout streams.
+    """
+    ordered = sorted(jobs, key=lambda j: -j.tokens) if batch_size > 1 else jobs
+    for start in range(0, len(ordered), max(1, batch_size)):
+        yield ordered[start:start + batch_size]
+
+
+def settle(job: Job, result, report: RunReport, sink, progress: Progress) -> None:
+    """Step 7, write one paper's result (or its failure)."""
+    if isinstance(result, str):
+        fail(job.index, result, report, sink, progress)
+        return
+    sink.put(job.index, result)
+    report.outcomes[job.index].status = "done"
+    progress.done(job.source.name, result)
+
+
+def fail(index: int, reason: str, report: RunReport, sink, progress: Progress) -> None:
+    outcome = report.outcomes[index]
+    outcome.status, outcome.reason = "failed", reason
+    sink.put(index, None)
+    progress.failed(outcome.name, reason)
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:300]
+
+
+# -- the model side --------------------------------------------------------------------------
+
+class Engine:
+    """The summarizer, loaded on first need, with the batch size and the OOM back-off."""
+
+    def __init__(self, cfg: RunConfig, load: Callable[[], object], progress: Progress) -> None:
+        self.cfg, self._load, self.progress = cfg, load, progress
+        self._summarizer = None
+        self.batch_size = cfg.batch_size or 1
+        self.max_input_tokens: int | None = None
+
+    @property
+    def summarizer(self):
+        if self._summarizer is None:
+            self._summarizer = self._load()
+            limit = self._summarizer.max_positions
+            wanted = self.cfg.max_input_tokens
+            if wanted is not None and wanted > limit:
+                raise OptionsError(f"--max-input-tokens {wanted} is more than the model's {limit} positions")
+            self.max_input_tokens = wanted or limit
+            if self.cfg.batch_size is None:
+                self.batch_size = default_batch_size(self._summarizer, self.max_input_tokens, self.cfg.options)
+        return self._summarizer
+
+    def planned_batch_size(self) -> int:
+        return self.cfg.batch_size or (self.batch_size if self._summarizer is not None else 4)
+
+    def count_tokens(self, text: str) -> int:
+        return self.summarizer.count_tokens(text)
+
+    def summarize(self, batch: list[Job]) -> Iterator[tuple[Job, Result | str]]:
+        """Step 6: Results (or failure reasons) for one batch, halving it on CUDA out-of-memory."""
+        started = time.perf_counter()
+        outputs = self._generate(batch)
+        share = (time.perf_counter() - started) / max(1, len(batch))
+        for job, out in zip(batch, outputs):
+            yield job, out if isinstance(out, str) else self._result(job, out, share)
+
+    def _generate(self, batch: list[Job]) -> list:
+        texts = [job.text for job in batch]
+        try:
+            return self.summarizer.summarize_batch(texts, self.cfg.options, self.max_input_tokens)
+        except Exception as e:
+            if is_cuda_oom(e):
+                release_cuda_cache()
+                if len(batch) == 1:
+                    return ["CUDA out of memory even alone (try --max-input-tokens or --dtype float16)"]
+                half = max(1, len(batch) // 2)
+                self.batch_size = min(self.batch_size, half)
+                self.progress.note(f"CUDA out of memory with a batch of {len(batch)}; retrying with {half}")
+                return [out for part in _chunks(batch, half) for out in self._generate(part)]
+            if isinstance(e, ArxsumError) and not isinstance(e, InputError):
+                raise
+            if debug() and not isinstance(e, ArxsumError):
+                raise
+            if len(batch) > 1:  # find the paper at fault: the others still get their summaries
+                return [out for job in batch for out in self._generate([job])]
+            return [_reason(e) if isinstance(e, ArxsumError) else f"{type(e).__name__}: {_reason(e)}"]
+
+    def _result(self, job: Job, summary, share: float) -> Result:
+        text = summary.text if self.cfg.raw else readable_summary(summary.text, job.math)
+        if summary.truncated:
+            self.progress.note(f"{job.source.name}: input truncated from {summary.original_tokens} "
+                               f"to {summary.input_tokens} tokens")
+        return Result(source=job.source.name, title=job.doc.title, summary=text, abstract=job.doc.abstract,
+                      input_tokens=summary.input_tokens, original_tokens=summary.original_tokens,
+                      truncated=summary.truncated, model=str(getattr(self.summarizer, "name", "")),
+                      seconds=job.seconds + share)
+
+
+def readable_summary(text: str, math_: list[str]) -> str:
+    from arxsum.normalize import readable
+
+    return readable(text, math_)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def is_cuda_oom(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(e, oom_type):
+        return True
+    return isinstance(e, RuntimeError) and "CUDA out of memory" in str(e)
+
+
+def release_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def default_batch_size(summarizer, max_input_tokens: int, options: GenerationOptions) -> int:
+    """1 on CPU; on CUDA as many worst-case (max_input_tokens) papers as fit in 70% of free memory."""
+    device = str(getattr(summarizer, "device", "cpu"))
+    if not device.startswith("cuda"):
+        return 1
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    config = getattr(getattr(summarizer, "model", None), "config", None)
+    dtype = next(summarizer.model.parameters()).dtype if hasattr(summarizer, "model") else torch.float32
+    per_paper = estimate_paper_bytes(
+        max_input_tokens, num_beams=options.num_beams,
+        d_model=getattr(config, "d_model", 768), layers=getattr(config, "decoder_layers", 6),
+        bytes_per_value=torch.tensor([], dtype=dtype).element_size())
+    return max(1, min(64, int(0.7 * free // per_paper)))
+
+
+def estimate_paper_bytes(tokens: int, *, num_beams: int, d_model: int = 768, layers: int = 6,
+                         bytes_per_value: int = 4) -> int:
+    """GPU memory one paper needs, roughly: the cross-attention keys and values that every beam keeps
+    for every decoder layer (layers x 2 x tokens x d_model), plus the encoder's transient activations
+    (about 16 x tokens x d_model: hidden states, the 4 x d_model feed-forward, attention blocks).
+    """
+    cross_kv = layers * 2 * tokens * d_model * num_beams
+    encoder = 16 * tokens * d_model
+    return (cross_kv + encoder) * bytes_per_value
+
+
+# -- progress and the final report -----------------------------------------------------------
+
+class Progress:
+    """Plain lines on stderr (not a terminal); `RichProgress` draws a bar instead; quiet prints only failures."""
+
+    def __init__(self, console: Console, *, quiet: bool, total: int) -> None:
+        self.console, self.quiet, self.total = console, quiet, total
+        self.finished = 0
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    @staticmethod
+    def create(console: Console, *, quiet: bool, total: int) -> Progress:
+        if not quiet and console.is_terminal and total > 1:
+            return RichProgress(console, quiet=quiet, total=total)
+        return Progress(console, quiet=quiet, total=total)
+
+    def say(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.say(f"arxsum: {message}")
+
+    def skipped(self, n: int) -> None:
+        if n:
+            self.note(f"skipping {n} input{'s' if n > 1 else ''} already summarized (--overwrite redoes them)")
+
+    def failed(self, name: str, reason: str, *, counted: bool = True) -> None:
+        self.say(f"arxsum: {name}: {reason}")
+        if counted:
+            self._advance(0)
+
+    def done(self, name: str, result: Result) -> None:
+        self._advance(result.input_tokens)
+        if not self.quiet and self.total > 1:
+            self.say(f"arxsum: [{self.finished}/{self.total}] {name}: done "
+                     f"({result.input_tokens} tokens, {result.seconds:.1f}s)")
+
+    def _advance(self, tokens: int) -> None:
+        self.finished += 1
+        self.tokens += tokens
+
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(1e-9, time.perf_counter() - self.started)
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress(Progress):
+    """A rich bar: papers done, input tokens per second, ETA."""
+
+    def __init__(self, console: Console, *, quiet: bool, total: int) -> None:
+        super().__init__(console, quiet=quiet, total=total)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(TextColumn("summarizing"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(),
+                       console=console, transient=True)
+        self.task = self.bar.add_task("papers", total=total, tps="-")
+        self.bar.start()
+
+    def done(self, name: str, result: Result) -> None:
+        self._advance(result.input_tokens)
+
+    def _advance(self, tokens: int) -> None:
+        super()._advance(tokens)
+        self.bar.update(self.task, advance=1, tps=f"{self.tokens_per_second():,.0f}")
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+def write_report(console: Console, report: RunReport, *, quiet: bool) -> None:
+    """The closing table on stderr: done, skipped, failed, and the reason for each failure."""
+    if report.interrupted:
+        done = report.count("done")
+        console.print(f"arxsum: interrupted; {done} summar{'y' if done == 1 else 'ies'} written so far are kept",
+                      markup=False, highlight=False, soft_wrap=True)
+    if quiet or len(report.outcomes) < 2:
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    counts = f"{report.count('done')} done, {report.count('skipped')} skipped, {len(report.failures)} failed"
+    table = Table(title=f"arxsum: {counts}", title_justify="left", show_edge=True)
+    table.add_column("status")
+    table.add_column("input", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for status in ("done", "skipped"):
+        n = report.count(status)
+        if n:
+            table.add_row(status, f"{n} input{'s' if n > 1 else ''}", "")
+    for o in report.failures:
+        table.add_row("failed", Text(o.name), Text(o.reason))
+    if not console.is_terminal:  # a pipe or a log file gets each reason whole, on one row
+        console = Console(file=console.file, width=240, color_system=None)
+    console.print(table, markup=False, highlight=False)
+
+
+__all__ = ["DEFAULT_MAX_PAGES", "DEFAULT_TIMEOUT_S", "RunConfig", "RunReport", "default_batch_size",
+           "estimate_paper_bytes", "run"]

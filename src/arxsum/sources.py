@@ -1,0 +1,312 @@
+"""What an input is (file, directory, stdin, arXiv id) and how to get its bytes and its Document.
+
+`discover()` turns the names a user gave into a flat list, in order, of `Source`s (one paper each)
+and `BadInput`s (a name that leads to no paper, with the reason). `Extractor` runs
+`arxsum.extract.extract` in worker processes under a per-file time limit, so one pathological PDF
+can never hang a batch: a worker that overruns is killed and replaced.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+
+from arxsum.arxiv import ArxivClient, cache_name, parse_arxiv_id
+from arxsum.document import Document
+from arxsum.errors import InputError
+
+PAPER_SUFFIXES = (".pdf", ".txt", ".md", ".tex")  # what a directory search picks up by default
+
+
+@dataclass
+class Source:
+    """One paper to summarize."""
+
+    name: str  # as shown to the user: the path, "-" for stdin, or the arXiv id
+    kind: str  # "file", "stdin" or "arxiv"
+    path: Path | None = None
+    arxiv_id: str | None = None
+    # where its output goes under --output-dir, without the format's extension (see assign_outputs)
+    rel: PurePosixPath = field(default_factory=lambda: PurePosixPath("stdin"))
+
+
+@dataclass
+class BadInput:
+    """A name the user gave that leads to no paper."""
+
+    name: str
+    reason: str
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+def discover(names: Iterable[str], *, globs: list[str] | None = None) -> list[Source | BadInput]:
+    """Expand the user's names, in order: `-`, files, directories (recursive), arXiv ids and URLs."""
+    found: list[Source | BadInput] = []
+    for name in names:
+        found.extend(_expand(name, globs))
+    return assign_outputs(found)
+
+
+def read_names(stream) -> list[str]:
+    """`--files-from`: one path (or arXiv id) a line; blank lines are ignored."""
+    return [line.strip() for line in stream.read().splitlines() if line.strip()]
+
+
+def _expand(name: str, globs: list[str] | None) -> list[Source | BadInput]:
+    if name == "-":
+        return [Source(name="-", kind="stdin", rel=PurePosixPath("stdin"))]
+    path = Path(name)
+    if path.is_dir():
+        files = list(walk_papers(path, globs))
+        if not files:
+            wanted = ", ".join(globs) if globs else ", ".join(PAPER_SUFFIXES)
+            return [BadInput(name, f"directory holds no papers ({wanted})")]
+        return [Source(name=str(f), kind="file", path=f,
+                       rel=PurePosixPath(f.relative_to(path).as_posix()))
+                for f in files]
+    if path.exists():
+        return [Source(name=name, kind="file", path=path, rel=PurePosixPath(path.name))]
+    arxiv_id = parse_arxiv_id(name)
+    if arxiv_id is not None:
+        return [Source(name=name, kind="arxiv", arxiv_id=arxiv_id, rel=PurePosixPath(cache_name(arxiv_id)))]
+    return [BadInput(name, "no such file or directory (nor an arXiv id)")]
+
+
+def walk_papers(root: Path, globs: list[str] | None = None) -> Iterable[Path]:
+    """Files under `root`, sorted, hidden files and folders skipped, filtered by suffix or `globs`.
+
+    A glob is matched against the file name and against the path relative to `root`.
+    """
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for fname in sorted(files):
+            if fname.startswith("."):
+                continue
+            f = Path(folder) / fname
+            rel = f.relative_to(root).as_posix()
+            if globs:
+                if any(fnmatch(fname, g) or fnmatch(rel, g) for g in globs):
+                    yield f
+            elif f.suffix.lower() in PAPER_SUFFIXES:
+                yield f
+
+
+def assign_outputs(found: list[Source | BadInput]) -> list[Source | BadInput]:
+    """Give each Source its output stem: `<dir>/<name>` without the input's suffix.
+
+    `paper.pdf` -> `paper`, so `--output-dir out --format json` writes `out/paper.json`. Inputs that
+    would share a stem (`paper.pdf` beside `paper.tex`) keep their suffix (`paper.pdf.json`,
+    `paper.tex.json`); any clash left over (same name from two folders) gets `~2`, `~3` in input
+    order. The rule depends only on the list of inputs, so a rerun finds the same files (resume).
+    """
+    sources = [s for s in found if isinstance(s, Source)]
+    stems: dict[PurePosixPath, list[Source]] = {}
+    for s in sources:
+        stems.setdefault(_strip_suffix(s.rel), []).append(s)
+    for stem, group in stems.items():
+        for s in group:
+            s.rel = stem if len(group) == 1 else s.rel
+    seen: dict[PurePosixPath, int] = {}
+    for s in sources:
+        n = seen[s.rel] = seen.get(s.rel, 0) + 1
+        if n > 1:
+            s.rel = s.rel.with_name(f"{s.rel.name}~{n}")
+    return found
+
+
+def _strip_suffix(rel: PurePosixPath) -> PurePosixPath:
+    return rel.with_suffix("") if rel.suffix.lower() in PAPER_SUFFIXES else rel
+
+
+# -- bytes and documents -----------------------------------------------------------------------
+
+def read_bytes(source: Source, *, stdin: bytes | None = None, arxiv: ArxivClient | None = None) -> bytes:
+    """The raw bytes of one input; InputError with a one-line reason when they cannot be had."""
+    if source.kind == "stdin":
+        return stdin or b""
+    if source.kind == "arxiv":
+        return (arxiv or ArxivClient()).fetch_pdf(source.arxiv_id or source.name)
+    assert source.path is not None
+    try:
+        return source.path.read_bytes()
+    except IsADirectoryError:
+        raise InputError("is a directory") from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}") from None
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    password: str | None = None
+    max_pages: int | None = None
+    keep_appendix: bool = False
+    verbose: bool = False
+
+
+def extract_document(data: bytes, name: str, options: ExtractOptions) -> Document:
+    """`arxsum.extract.extract` with our options; `verbose` is passed only where it is accepted."""
+    from arxsum.extract import extract
+
+    kwargs = {"password": options.password, "max_pages": options.max_pages,
+              "keep_appendix": options.keep_appendix}
+    if "verbose" in inspect.signature(extract).parameters:
+        kwargs["verbose"] = options.verbose
+    return extract(data, name, **kwargs)
+
+
+def _extraction_name(source: Source) -> str:
+    if source.kind == "arxiv" and source.arxiv_id:
+        return source.arxiv_id
+    return source.name
+
+
+class Extractor:
+    """Reads and extracts inputs in the background, `workers` at a time, each under `timeout` s.
+
+    `submit(source)` returns a Future of a Document (or of an InputError). With `timeout` > 0 each
+    extraction runs in a worker process that is killed when it overruns (pypdf has had many
+    crafted-file hangs); with `timeout` == 0 extraction runs in-process, with no limit.
+    """
+
+    def __init__(self, options: ExtractOptions, *, timeout: float = 120.0, workers: int = 2,
+                 stdin: bytes | None = None, arxiv: ArxivClient | None = None) -> None:
+        self.options = options
+        self.timeout = timeout
+        self.stdin = stdin
+        self.arxiv = arxiv
+        self._threads = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="arxsum-extract")
+        self._local = threading.local()
+        self._procs: list[_WorkerProcess] = []
+        self._procs_lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, source: Source) -> Future:
+        return self._threads.submit(self._extract_one, source)
+
+    def _extract_one(self, source: Source) -> tuple[Document, float]:
+        if self._closed:
+            raise InputError("interrupted")
+        data = read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
+        started = time.perf_counter()
+        name = _extraction_name(source)
+        if self.timeout and self.timeout > 0:
+            doc = self._worker().extract(data, name, self.options, self.timeout)
+        else:
+            doc = extract_document(data, name, self.options)
+        doc.source = source.name
+        return doc, time.perf_counter() - started
+
+    def _worker(self) -> _WorkerProcess:
+        worker = getattr(self._local, "worker", None)
+        if worker is None:
+            worker = self._local.worker = _WorkerProcess()
+            with self._procs_lock:
+                self._procs.append(worker)
+        return worker
+
+    def close(self) -> None:
+        """Stop: cancel what has not started, kill the workers (they may be stuck in pypdf)."""
+        self._closed = True
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        with self._procs_lock:
+            for worker in self._procs:
+                worker.kill()
+
+    def __enter__(self) -> Extractor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _mp_context():
+    if sys.platform.startswith("linux"):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["arxsum.sources"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class _WorkerProcess:
+    """One extraction process, reused for many files; killed and replaced after a timeout."""
+
+    def __init__(self) -> None:
+        self.proc = None
+        self.conn = None
+
+    def _start(self) -> None:
+        ctx = _mp_context()
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="arxsum-extract")
+        self.proc.start()
+        child.close()
+
+    def extract(self, data: bytes, name: str, options: ExtractOptions, timeout: float) -> Document:
+        if self.proc is None or not self.proc.is_alive():
+            self._start()
+        try:
+            self.conn.send((data, name, options))
+            ready = self.conn.poll(timeout)
+        except (OSError, EOFError):
+            ready = True  # the worker died: recv() below says so
+        if not ready:
+            self.kill()
+            raise InputError(f"extraction took longer than {timeout:g}s (--timeout): damaged or pathological file")
+        try:
+            status, value = self.conn.recv()
+        except (EOFError, OSError):
+            code = self.proc.exitcode if self.proc is not None else None
+            self.kill()
+            raise InputError(f"extraction crashed (worker exit code {code}): damaged or pathological file") from None
+        if status == "ok":
+            return value
+        raise InputError(value)
+
+    def kill(self) -> None:
+        proc, conn = self.proc, self.conn
+        self.proc = self.conn = None
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+        if conn is not None:
+            conn.close()
+
+
+def _worker_main(conn) -> None:
+    """The worker's loop: (bytes, name, options) in, ("ok", Document) or ("err", reason) out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    while True:
+        try:
+            data, name, options = conn.recv()
+        except (EOFError, OSError):
+            return
+        if options.verbose and not logging.getLogger().handlers:
+            logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="pypdf: %(message)s")
+        try:
+            reply = ("ok", extract_document(data, name, options))
+        except InputError as e:
+            reply = ("err", str(e))
+        except Exception as e:  # a bug or a pypdf crash on a crafted file: one line, the batch goes on
+            reply = ("err", f"extraction failed ({type(e).__name__}: {_one_line(e)})")
+        try:
+            conn.send(reply)
+        except (OSError, EOFError):
+            return
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
