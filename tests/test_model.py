@@ -1,0 +1,210 @@
+"""The model and its loading, on tiny checkpoints built in the hub's layout (tests/builders.py).
+
+Parity with the reference implementation lives in test_parity.py; these tests pin our own
+invariants: cached = uncached decoding, batched = single, each attention regime, loud loading.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from arxsum import GenerationOptions, Summarizer
+from arxsum.errors import ModelLoadError, OptionsError
+from arxsum.loading import load_model, resolve
+from arxsum.model import LSGBartConfig
+from builders import build_tiny_checkpoint, random_state_dict, tiny_config, train_tokenizer, write_checkpoint
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def summarizer(tiny):
+    return Summarizer.from_pretrained(tiny, device="cpu", dtype="float32")
+
+
+def random_ids(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, length), generator=gen)
+    ids[:, 0], ids[:, -1] = 0, 2
+    return ids
+
+
+def test_cached_decoding_equals_uncached(summarizer):
+    model = summarizer.model
+    ids = random_ids(2, 100, model.config.vocab_size)
+    mask = torch.ones_like(ids)
+    dec = random_ids(2, 9, model.config.vocab_size, seed=1)
+    with torch.inference_mode():
+        full = model(ids, mask, dec)  # (B, L, V), one uncached pass
+        enc = model.encode(ids, mask)
+        cross, cross_mask = model.cross_kv(enc.hidden), model.cross_mask(enc)
+        caches = model.new_caches(2, 16)
+        steps = [model.logits(model.decode(dec[:, i: i + 1], cross, cross_mask, caches, start=i))
+                 for i in range(dec.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert full.shape == (2, 9, model.config.vocab_size)
+
+
+@pytest.mark.parametrize("length", [20, 32, 33, 40, 48, 100, 509])
+def test_padded_batch_equals_single_documents(summarizer, length):
+    """Lengths cover full attention (<= 2 blocks), local attention, and adaptive padding."""
+    model = summarizer.model
+    long = random_ids(1, length, model.config.vocab_size)
+    short = random_ids(1, max(3, length // 3), model.config.vocab_size, seed=2)
+    batch = torch.full((2, length), model.config.pad_token_id)
+    batch[0], batch[1, : short.shape[1]] = long[0], short[0]
+    mask = (torch.arange(length)[None] < torch.tensor([[length], [short.shape[1]]])).long()
+    dec = random_ids(2, 5, model.config.vocab_size, seed=3)
+    with torch.inference_mode():
+        together = model(batch, mask, dec)
+        alone = [model(long, None, dec[:1]), model(short, None, dec[1:])]
+    torch.testing.assert_close(together[0], alone[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together[1], alone[1][0], atol=1e-5, rtol=1e-5)
+
+
+def test_each_block_sees_only_its_neighbours_and_the_globals(tmp_path):
+    """One encoder layer: block 0 sees blocks 0 and 1 (and the globals), never block 2 or beyond."""
+    write_checkpoint(tmp_path, tiny_config(300, encoder_layers=1))
+    model = load_model(tmp_path, CPU, torch.float32)
+    bs, g = model.config.block_size, model.config.num_global_tokens
+    ids = random_ids(1, 8 * bs, 300)
+
+    def block0_after_changing(position: int) -> torch.Tensor:
+        changed = ids.clone()
+        changed[0, position] = 7 if changed[0, position] != 7 else 8
+        with torch.inference_mode():
+            return model.encode(changed, torch.ones_like(ids)).hidden[0, g: g + bs]
+
+    with torch.inference_mode():
+        base = model.encode(ids, torch.ones_like(ids)).hidden[0, g: g + bs]
+    torch.testing.assert_close(block0_after_changing(2 * bs + 1), base, atol=1e-6, rtol=0)
+    torch.testing.assert_close(block0_after_changing(7 * bs + 3), base, atol=1e-6, rtol=0)
+    assert (block0_after_changing(bs + 1) - base).abs().max() > 1e-4  # the right neighbour counts
+
+
+def test_summaries_batched_equal_single(summarizer):
+    texts = ["we study the dynamics of a driven quantum system . " * 12,
+             "neural networks trained with stochastic gradient descent generalize well .",
+             "the abstract of a paper is a short summary of its contents . " * 30]
+    opts = GenerationOptions(num_beams=3, max_length=24, min_length=4)
+    together = summarizer.summarize_batch(texts, opts)
+    alone = [summarizer.summarize_batch([t], opts)[0] for t in texts]
+    assert [s.token_ids for s in together] == [s.token_ids for s in alone]
+    assert len({tuple(s.token_ids) for s in together}) > 1  # different inputs, different outputs
+
+
+def test_truncation_keeps_eos_last_and_is_reported(summarizer):
+    text = "the method is applied to a two - level system . " * 40
+    s = summarizer.summarize_batch([text], GenerationOptions(num_beams=2, max_length=10, min_length=0),
+                                   max_input_tokens=64)[0]
+    assert s.truncated and s.input_tokens == 64 and s.original_tokens > 64
+    enc = summarizer.encode(text, 64)
+    assert enc.ids[-1] == summarizer.model.config.eos_token_id and enc.ids[0] == 0
+
+
+def test_max_input_tokens_above_the_model_is_an_error(summarizer):
+    with pytest.raises(OptionsError, match="more than the model's 512 positions"):
+        summarizer.summarize_batch(["text"], max_input_tokens=513)
+
+
+def test_generation_values_in_config_json_are_ignored(summarizer):
+    """The tiny config carries num_beams 4, no_repeat_ngram_size 3 ...: only our options count."""
+    text = "we study the dynamics of a driven quantum system coupled to a thermal bath . " * 5
+    blocked = summarizer.summarize_batch([text], GenerationOptions(num_beams=2, max_length=40, min_length=30,
+                                                                   no_repeat_ngram_size=2))[0]
+    free = summarizer.summarize_batch([text], GenerationOptions(num_beams=2, max_length=40, min_length=30))[0]
+    assert blocked.token_ids != free.token_ids
+    bigrams = list(zip(free.token_ids, free.token_ids[1:]))
+    assert len(bigrams) != len(set(bigrams))  # the default really does not block repeats
+
+
+def test_pytorch_bin_and_safetensors_load_the_same(tmp_path):
+    tok = train_tokenizer(tmp_path / "tok")
+    vocab = len(json.loads((tok / "vocab.json").read_text()))
+    config = tiny_config(vocab)
+    a = write_checkpoint(tmp_path / "st", config, fmt="safetensors", seed=5, tokenizer_from=tok)
+    b = write_checkpoint(tmp_path / "bin", config, fmt="bin", seed=5, tokenizer_from=tok)
+    ma, mb = load_model(a, CPU, torch.float32), load_model(b, CPU, torch.float32)
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    config = tiny_config(300)
+    state = random_state_dict(config)
+    del state["model.decoder.layers.1.fc2.bias"]
+    state["model.encoder.layers.0.extra.weight"] = torch.zeros(2)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ModelLoadError) as err:
+        load_model(tmp_path, CPU, torch.float32)
+    assert "missing keys: model.decoder.layers.1.fc2.bias" in str(err.value)
+    assert "unexpected keys: model.encoder.layers.0.extra.weight" in str(err.value)
+
+
+def test_shape_mismatch_is_named(tmp_path):
+    write_checkpoint(tmp_path, tiny_config(300))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["encoder_ffn_dim"] = 48
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"model.encoder.layers.0.fc1.weight \(64, 32\) \(expected \(48, 32\)\)"):
+        load_model(tmp_path, CPU, torch.float32)
+
+
+def test_absent_embed_tokens_and_lm_head_are_tied_to_shared(tmp_path):
+    config = tiny_config(300)
+    state = random_state_dict(config, seed=9)
+    shared = state.pop("model.shared.weight")
+    state["model.decoder.embed_tokens.weight"] = shared  # only one alias stored
+    del state["final_logits_bias"]  # optional in BART checkpoints
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    model = load_model(tmp_path, CPU, torch.float32)
+    assert torch.equal(model.model.shared.weight, shared)
+    assert torch.count_nonzero(model.final_logits_bias) == 0
+
+
+def test_active_sparse_attention_is_a_clear_error():
+    with pytest.raises(ValueError, match="sparsity_type 'norm' with sparse_block_size 128 is not supported"):
+        LSGBartConfig.from_dict(tiny_config(300, sparsity_type="norm", sparse_block_size=128))
+    # a sparsity type with sparse_block_size 0 computes nothing sparse in the reference either
+    assert not LSGBartConfig.from_dict(tiny_config(300, sparsity_type="norm", sparse_block_size=0)).uses_sparse_attention
+
+
+def test_unknown_model_directory_and_offline_hub_give_one_line(tmp_path):
+    with pytest.raises(ModelLoadError, match="model directory not found: ./nope"):
+        resolve("./nope")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot read"):
+        Summarizer.from_pretrained(tmp_path, device="cpu")
+    with pytest.raises(ModelLoadError) as err:
+        resolve("nobody-here/no-such-model-xyz")
+    assert "--model DIR" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("device,dtype,message", [("tpu", "auto", "unknown device|unsupported device"),
+                                                   ("cpu", "float16", "float16 is for GPUs"),
+                                                   ("cpu", "int8", "unknown dtype")])
+def test_bad_device_or_dtype(tiny, device, dtype, message):
+    with pytest.raises(OptionsError, match=message):
+        Summarizer.from_pretrained(tiny, device=device, dtype=dtype)
+
+
+def test_bfloat16_runs_and_mostly_agrees(summarizer, tiny):
+    bf16 = Summarizer.from_pretrained(tiny, device="cpu", dtype="bfloat16")
+    assert bf16.model.model.shared.weight.dtype == torch.bfloat16
+    ids = random_ids(1, 80, bf16.model.config.vocab_size)
+    with torch.inference_mode():
+        a = summarizer.model(ids, None, ids[:, :4]).float()
+        b = bf16.model(ids, None, ids[:, :4]).float()
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.75
