@@ -31,3 +31,4 @@ class ModelText:
 
     text: str
     math: list[str] = field(default_factory=list)  # math[i] is what @xmath<i> replaced
+    cased: dict[str, str] = field(default_factory=dict)  # "gail" -> "GAIL": how the paper writes it

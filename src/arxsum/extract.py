@@ -7,6 +7,9 @@ import logging
 
 from arxsum.document import Document
 from arxsum.errors import InputError
+from arxsum.latex import latex_document
+from arxsum.paper import split_paper
+from arxsum.pdftext import read_lines
 
 PDF_MAGIC = b"%PDF-"
 
@@ -21,15 +24,28 @@ def detect_kind(data: bytes, name: str) -> str:
 
 
 def extract(data: bytes, name: str, *, password: str | None = None, max_pages: int | None = None,
-            keep_appendix: bool = False) -> Document:
-    """Read one input's bytes into a Document; raise InputError with a one-line reason."""
+            keep_appendix: bool = False, verbose: bool = False) -> Document:
+    """Read one input's bytes into a Document; raise InputError with a one-line reason.
+
+    PDFs and LaTeX sources are split into their parts and `body` holds the sections between the
+    abstract and the references; plain text is kept verbatim as the body.
+    """
+    quiet_pypdf(verbose)
     kind = detect_kind(data, name)
     if kind == "pdf":
-        return _extract_pdf(data, name, password=password, max_pages=max_pages)
+        return _extract_pdf(data, name, password=password, max_pages=max_pages,
+                            keep_appendix=keep_appendix)
     text = decode_text(data, name)
     if not text.strip():
         raise InputError("empty input")
+    if kind == "tex":
+        return latex_document(text, name, keep_appendix=keep_appendix)
     return Document(source=name, kind=kind, body=text)
+
+
+def quiet_pypdf(verbose: bool) -> None:
+    """pypdf logs every oddity of a PDF (warnings about fonts, XObjects); show them only if asked."""
+    logging.getLogger("pypdf").setLevel(logging.WARNING if verbose else logging.CRITICAL)
 
 
 def decode_text(data: bytes, name: str) -> str:
@@ -39,15 +55,15 @@ def decode_text(data: bytes, name: str) -> str:
         raise InputError(f"not UTF-8 text (byte {e.start}); convert it with iconv first") from None
 
 
-def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int | None) -> Document:
+def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int | None,
+                 keep_appendix: bool) -> Document:
     import pypdf
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
     if not data.lstrip().startswith(PDF_MAGIC):
         raise InputError("not a PDF (no %PDF- header)")
     try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
+        reader = _open_pdf(pypdf, data)
         if reader.is_encrypted:
             if reader.decrypt(password or "") == 0:
                 raise InputError("encrypted PDF: pass the password with --password")
@@ -56,13 +72,26 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
         if n == 0:
             raise InputError("PDF has zero pages")
         limit = n if max_pages is None else min(n, max_pages)
-        text = "\n".join(pages[i].extract_text() or "" for i in range(limit))
+        lines, rotated = read_lines(reader, limit)
     except FileNotDecryptedError:
         raise InputError("encrypted PDF: pass the password with --password") from None
     except DependencyError as e:
         raise InputError(f"cannot decrypt PDF: {e}") from None
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
         raise InputError(f"damaged or unreadable PDF ({type(e).__name__}: {e})") from None
-    if not text.strip():
+    if not any(ln.text.strip() for ln in lines):
         raise InputError("no text layer: OCR it first")
-    return Document(source=name, kind="pdf", body=text, pages=limit)
+    parts = split_paper(lines, float(reader.pages[0].mediabox.top), keep_appendix=keep_appendix)
+    if rotated:
+        parts.dropped["rotated text (arXiv stamp)"] += rotated
+    warnings = []
+    if not parts.body.strip():
+        warnings.append("no body found between the abstract and the references; using all the text")
+        parts.body = "\n".join(ln.text for ln in lines if not ln.furniture)
+    return Document(source=name, kind="pdf", body=parts.body, title=parts.title, abstract=parts.abstract,
+                    sections=parts.sections, pages=limit, dropped=dict(parts.dropped), warnings=warnings)
+
+
+def _open_pdf(pypdf, data: bytes):
+    """A reader in pypdf's non-strict mode, which recovers what it can of a damaged file."""
+    return pypdf.PdfReader(io.BytesIO(data), strict=False)

@@ -1,0 +1,373 @@
+"""Lines of a paper in reading order -> its parts: title, abstract, sections, body, references.
+
+The model input is the body: from the first section heading after the abstract up to the
+references, without headings, captions, footnotes and other small print. Appendices after the
+references are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+from arxsum.pdftext import ABSTRACT_HEAD, Line
+
+HEADING_NUMBER = re.compile(r"^(\d{1,2}(\.\d{1,2})*\.?|[IVX]{1,5}\.|[A-H](\.\d{1,2})*\.?)\s+(?=[A-Z])")
+HEADING_WORDS = re.compile(
+    r"^(abstract|references|bibliography|acknowledge?ments?|appendix|appendices|introduction|"
+    r"conclusions?|related work|discussion|summary|background|methods?|results)\b",
+    re.IGNORECASE,
+)
+REFERENCES = re.compile(
+    r"^((\d{1,2}|[IVX]{1,5})\.?\s*)?(references?|bibliography|literature cited|references and notes|"
+    r"works cited)\s*$",
+    re.IGNORECASE,
+)
+APPENDIX = re.compile(r"^(appendix|appendices|supplementary)\b|^[A-H](\.\d+)*\.?\s+[A-Z]", re.IGNORECASE)
+CAPTION = re.compile(r"^(figure|fig\.|table|tab\.|algorithm)\s*[A-Z]?\d+(\.\d+)?\s*[:.|]", re.IGNORECASE)
+KEYWORDS = re.compile(r"^(key\s?words|index terms|subject headings)\b", re.IGNORECASE)
+SMALL_PRINT = 0.9  # lines set this much smaller than the body are footnotes, tables, labels
+# Words that commonly start or end a real hyphenated compound: a line-end hyphen between them stays.
+COMPOUND_FIRST = frozenset(
+    "well non self multi state high low large small real two three four one single double "
+    "semi co cross long short fine end data model task first second third zero top bottom "
+    "left right time sub pre post inter intra anti over under open closed hand fully "
+    "so-called near full half case quasi pseudo ill user rule".split()
+)
+COMPOUND_SECOND = frozenset(
+    "known based like scale order level free time wise specific dependent invariant end art "
+    "off up step shot trained driven aware dimensional defined world class valued loop "
+    "layer term grained tuned agnostic supervised related oriented independent making "
+    "efficient sensitive consuming specified posed".split()
+)
+
+
+@dataclass
+class Parts:
+    """What the paper's lines were found to be."""
+
+    title: str | None = None
+    abstract: str | None = None
+    sections: list[str] = field(default_factory=list)
+    body: str = ""
+    dropped: Counter = field(default_factory=Counter)
+
+
+def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = False) -> Parts:
+    """Find the paper's parts among its content lines (furniture already marked)."""
+    parts = Parts()
+    for ln in lines:
+        if ln.furniture:
+            parts.dropped[ln.furniture + "s"] += 1
+    content = [ln for ln in lines if not ln.furniture]
+    if not content:
+        return parts
+    body_size = dominant_size(content)
+    headings = find_headings(content, body_size)
+    abstract_at = find_abstract(content)
+    start = first_section(content, headings, abstract_at)
+    refs_at = find_references(content, headings, start)
+    end = refs_at if refs_at is not None else len(content)
+    appendix_at = find_appendix(content, headings, refs_at)
+
+    parts.title = find_title(content[: abstract_at if abstract_at is not None else start])
+    front = content[:start]
+    parts.dropped["title block lines"] += len(front)
+    if abstract_at is not None:
+        parts.abstract = abstract_text(content[abstract_at:start]) or None
+    chosen = content[start:end]
+    if refs_at is not None:
+        stop = appendix_at if appendix_at is not None else len(content)
+        parts.dropped["reference lines"] += stop - refs_at
+        if appendix_at is not None:
+            if keep_appendix:
+                chosen = chosen + content[appendix_at:]
+            else:
+                parts.dropped["appendix lines"] += len(content) - appendix_at
+    heading_ids = {id(content[i]) for i in headings}
+    body_lines = drop_floats_and_small_print(chosen, body_size, page_height, parts)
+    vocab = vocabulary(body_lines)
+    paragraphs: list[str] = []
+    for block in blocks(body_lines, heading_ids):
+        if block.heading:
+            parts.sections.append(" ".join(clean(ln.text) for ln in block.lines))
+            continue
+        paragraphs.append(join_lines([clean(ln.text) for ln in block.lines], vocab))
+    parts.body = "\n\n".join(p for p in paragraphs if p)
+    return parts
+
+
+def dominant_size(lines: list[Line]) -> float:
+    sizes: Counter[float] = Counter()
+    for ln in lines:
+        sizes[ln.size] += len(ln.text)
+    return sizes.most_common(1)[0][0]
+
+
+def is_heading(line: Line, body_size: float, margin: float | None = None, gap: float | None = None) -> bool:
+    """A short line that looks like a section title: larger, bold, numbered or in capitals.
+
+    `margin` is the x where the line's column starts and `gap` the space above the line: an
+    unnumbered bold line counts only when it starts at the margin after some space.
+    """
+    text = line.text.strip()
+    letters = [c for c in text if c.isalpha()]
+    if not letters or len(text) > 90 or len(text.split()) > 14 or CAPTION.match(text):
+        return False
+    if not (text[0].isupper() or text[0].isdigit()) or text.endswith(("-", ",", ";", ":")):
+        return False
+    numbered = bool(HEADING_NUMBER.match(text))
+    if text.endswith(".") and not numbered:
+        return False
+    if line.size < 0.9 * body_size or re.match(r"^\d+(\.\d+)*\.?\s+\d", text):
+        return False  # small print, or a line of numbers (a table row, an equation)
+    rest = HEADING_NUMBER.sub("", text) if numbered else text
+    if "$" in rest or re.search(r"\w\. [A-Z]", rest):
+        return False  # math or a sentence break: running text
+    keyword = bool(HEADING_WORDS.match(rest))
+    if keyword or numbered:
+        capitals = sum(c.isupper() for c in letters) / len(letters) > 0.8
+        larger = line.size >= 1.08 * body_size
+        return larger or line.bold or capitals
+    if rest.split()[-1].lower() in TRAILING_WORDS or len(rest.split()) < 2:
+        return False
+    at_margin = margin is None or abs(line.x - margin) < 2
+    spaced = gap is None or gap > 1.3 * line.size
+    return (line.bold or line.size >= 1.15 * body_size) and at_margin and spaced
+
+
+TRAILING_WORDS = frozenset("a an the of and or to in on by as at for with that we let is are be from".split())
+
+
+def find_headings(lines: list[Line], body_size: float) -> list[int]:
+    """Indices of the heading lines, each judged with its column's margin and the space above it."""
+    margins: dict[tuple[int, int], Counter] = {}
+    for ln in lines:
+        margins.setdefault((ln.page, ln.column), Counter())[round(ln.x)] += 1
+    found: list[int] = []
+    prev: Line | None = None
+    for i, ln in enumerate(lines):
+        margin = float(margins[(ln.page, ln.column)].most_common(1)[0][0])
+        if is_heading(ln, body_size, margin, _gap(prev, ln)):
+            found.append(i)
+        prev = ln
+    return found
+
+
+def find_abstract(lines: list[Line]) -> int | None:
+    for i, ln in enumerate(lines):
+        if ln.page > 1:
+            break
+        if ABSTRACT_HEAD.match(ln.text):
+            return i
+    return None
+
+
+def first_section(lines: list[Line], headings: list[int], abstract_at: int | None) -> int:
+    """Index of the first section heading after the abstract (or after the title block)."""
+    after = abstract_at if abstract_at is not None else -1
+    for i in headings:
+        if i > after and not ABSTRACT_HEAD.match(lines[i].text) and not KEYWORDS.match(lines[i].text):
+            if abstract_at is None and i == 0:
+                continue  # the title itself
+            return i
+    return after + 1 if abstract_at is not None else 0
+
+
+def find_references(lines: list[Line], headings: list[int], start: int) -> int | None:
+    for i in headings:
+        if i > start and REFERENCES.match(lines[i].text.strip()):
+            return i
+    for i in range(len(lines) - 1, start, -1):  # a references heading not set apart by its font
+        if REFERENCES.match(lines[i].text.strip()):
+            return i
+    return None
+
+
+def find_appendix(lines: list[Line], headings: list[int], refs_at: int | None) -> int | None:
+    """First heading after the references list that starts an appendix."""
+    if refs_at is None:
+        return None
+    for i in headings:
+        if i > refs_at and (APPENDIX.match(lines[i].text) or HEADING_NUMBER.match(lines[i].text)):
+            if not re.match(r"^\[?\d+\]", lines[i].text) and lines[i].bold or lines[i].size > lines[refs_at].size - 0.5:
+                return i
+    return None
+
+
+def find_title(front: list[Line]) -> str | None:
+    """The largest text of the first page's title block, first run of it."""
+    first_page = [ln for ln in front if ln.page == 0 and len(ln.text) > 3]
+    if not first_page:
+        return None
+    top = max(ln.size for ln in first_page)
+    title: list[str] = []
+    for ln in first_page:
+        if ln.size == top:
+            title.append(clean(ln.text))
+        elif title:
+            break
+    return " ".join(title) or None
+
+
+def abstract_text(lines: list[Line]) -> str:
+    """The abstract's lines without its heading and a trailing keywords line."""
+    texts = [clean(ln.text) for ln in lines]
+    if texts:
+        texts[0] = ABSTRACT_HEAD.sub("", texts[0]).lstrip(" .:—–-")
+    kept: list[str] = []
+    for t in texts:
+        if KEYWORDS.match(t):
+            break
+        kept.append(t)
+    return join_lines([t for t in kept if t], vocabulary(lines))
+
+
+def drop_floats_and_small_print(lines: list[Line], body_size: float, page_height: float,
+                                parts: Parts) -> list[Line]:
+    """Remove captions (a block that starts with "Figure 3:" after a gap) and small print."""
+    kept: list[Line] = []
+    in_caption = False
+    prev: Line | None = None
+    for ln in lines:
+        text = ln.text.strip()
+        gap = _gap(prev, ln)
+        if CAPTION.match(text) and (gap is None or gap > 1.25 * ln.size or ln.size < SMALL_PRINT * body_size):
+            in_caption = True
+            parts.dropped["caption lines"] += 1
+        elif in_caption and gap is not None and gap <= 1.45 * ln.size and ln.column == prev.column:
+            parts.dropped["caption lines"] += 1
+        elif ln.size < SMALL_PRINT * body_size:
+            in_caption = False
+            parts.dropped["footnote lines" if ln.y < 0.3 * page_height else "small print lines"] += 1
+        else:
+            in_caption = False
+            kept.append(ln)
+        prev = ln
+    return kept
+
+
+def _gap(prev: Line | None, line: Line) -> float | None:
+    """Distance between two baselines on the same page, None across pages or columns."""
+    if prev is None or prev.page != line.page or prev.column != line.column:
+        return None
+    return prev.y - line.y
+
+
+@dataclass
+class Block:
+    lines: list[Line]
+    heading: bool = False
+
+
+def blocks(lines: list[Line], heading_ids: set[int]) -> list[Block]:
+    """Paragraphs and headings: a new paragraph after a wide gap or at an indented line."""
+    if not lines:
+        return []
+    size = dominant_size(lines)
+    spacing = _line_spacing(lines, size)
+    out: list[Block] = []
+    current: Block | None = None
+    prev: Line | None = None
+    for ln in lines:
+        if id(ln) in heading_ids:
+            out.append(Block([ln], heading=True))
+            current = None
+        elif out and out[-1].heading and _continues_heading(out[-1].lines[-1], ln):
+            out[-1].lines.append(ln)
+        else:
+            gap = _gap(prev, ln)
+            indented = prev is not None and prev.column == ln.column and ln.x - prev.x > 0.6 * ln.size
+            new_par = current is None or indented or (gap is not None and gap > 1.35 * spacing)
+            if new_par:
+                current = Block([ln])
+                out.append(current)
+            else:
+                current.lines.append(ln)
+        prev = ln
+    return out
+
+
+def _continues_heading(heading: Line, line: Line) -> bool:
+    """A heading's second line: same style, right below it, short."""
+    gap = _gap(heading, line)
+    text = line.text
+    capitals = text.isupper() and heading.text.isupper()
+    return gap is not None and gap < 1.4 * heading.size and len(text) < 60 and abs(line.size - heading.size) < 0.6 \
+        and (capitals or (line.bold and heading.bold)) and not text.endswith(".")
+
+
+def _line_spacing(lines: list[Line], size: float) -> float:
+    gaps = [a.y - b.y for a, b in zip(lines, lines[1:], strict=False) if a.page == b.page and a.column == b.column
+            and 0 < a.y - b.y < 2.5 * size]
+    return statistics.median(gaps) if gaps else 1.2 * size
+
+
+def clean(text: str) -> str:
+    """Compatibility characters (ligatures, wide forms) folded; spacing accents composed."""
+    text = re.sub(r"(?<=\w)\x0c|\x0c(?=\w)", "fi", text)  # a badly mapped fi ligature
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text)
+    text = _compose_accents(text)
+    text = unicodedata.normalize("NFKC", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+SPACING_ACCENTS = {"¨": "\u0308", "´": "\u0301", "`": "\u0300", "ˆ": "\u0302", "˜": "\u0303",
+                   "ˇ": "\u030c", "˚": "\u030a", "¸": "\u0327", "˘": "\u0306", "˙": "\u0307"}
+
+
+def _compose_accents(text: str) -> str:
+    """"Na¨ıve" (a spacing accent before its letter, as TeX fonts draw it) -> "Naïve"."""
+    def compose(m: re.Match) -> str:
+        letter = "i" if m.group(2) == "ı" else m.group(2)
+        return unicodedata.normalize("NFC", letter + SPACING_ACCENTS[m.group(1)])
+
+    return re.sub(r"([¨´`ˆ˜ˇ˚˘˙])\s?([A-Za-zı])", compose, text)
+
+
+def vocabulary(lines: list[Line]) -> set[str]:
+    """Lowercased words seen inside lines (not cut at a line end), hyphenated ones included."""
+    words: set[str] = set()
+    for ln in lines:
+        tokens = clean(ln.text).split()
+        for tok in tokens[:-1] if tokens and tokens[-1].endswith("-") else tokens:
+            word = tok.strip(".,;:()[]{}\"'“”‘’!?").lower()
+            words.add(word)
+            words.update(word.split("-"))
+    return words
+
+
+def join_lines(texts: list[str], vocab: set[str]) -> str:
+    """Join a paragraph's lines, rejoining words split by a line-end hyphen."""
+    out = ""
+    for text in texts:
+        if not out:
+            out = text
+            continue
+        m = re.search(r"(\w+)-$", out)
+        nxt = re.match(r"[^\W\d_]+", text)
+        if m and nxt and text[0].islower():
+            if keep_hyphen(m.group(1), nxt.group(0), vocab):
+                out += text
+            else:
+                out = out[:-1] + text
+        elif m and nxt:
+            out += text  # "Grad-" + "Shafranov": a hyphen before a capital is real
+        else:
+            out += " " + text
+    return out
+
+
+def keep_hyphen(first: str, second: str, vocab: set[str]) -> bool:
+    """Whether a line-end hyphen between two parts is a real one ("well-known") or not ("op-posite")."""
+    a, b = first.lower(), second.lower()
+    if f"{a}-{b}" in vocab:
+        return True
+    if a + b in vocab:
+        return False
+    if a in COMPOUND_FIRST or b in COMPOUND_SECOND:
+        return True
+    return len(a) >= 4 and len(b) >= 4 and a in vocab and b in vocab

@@ -1,0 +1,295 @@
+"""PDF pages -> positioned text lines in reading order, with page furniture removed.
+
+pypdf hands us text fragments through `visitor_text` with their text matrix, font and size. We
+turn them into lines (one baseline, one column), order the lines for one- or two-column pages,
+and mark the lines that are page furniture: running headers and footers, page numbers and the
+rotated arXiv stamp. What each remaining line *is* (heading, caption, body) is decided in
+`paper.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Font names (after the subset prefix) that only set mathematics: Computer Modern / Latin Modern
+# math italic, symbols and extension, AMS symbols, blackboard and script alphabets, and the math
+# fonts of the common Times / Palatino packages.
+MATH_FONT = re.compile(
+    r"^(CMMI|CMBSY|CMSY|CMEX|CMMIB|MSAM|MSBM|EUFM|EUSM|EUEX|EURM|RSFS|LMMath|LMSy|LMEx|"
+    r"txmi|txsy|txex|txsym|pxmi|pxsy|pxex|rtxmi|rtxsy|STIXMath|STIX.*Math|CambriaMath|"
+    r"MTMI|MTSY|MTEX|Symbol|esint|wasy|bbm|dsrom|stmary|Asana|XITSMath|NewCM.*Math|"
+    r"LatinModernMath|TeXGyre.*Math)",
+    re.IGNORECASE,
+)
+BOLD_FONT = re.compile(r"(bold|medi|semibold|black|heavy|demi|CMBX|CMB\d|LMRoman\d+-Bold|-B$|\.B$)",
+                       re.IGNORECASE)
+ARXIV_STAMP = re.compile(r"^\s*arXiv:\s*\d{4}\.\d{4,5}(v\d+)?\b", re.IGNORECASE)
+PAGE_NUMBER = re.compile(r"^\W*(page\s*)?\d{1,4}(\s*(of|/)\s*\d{1,4})?\W*$", re.IGNORECASE)
+ABSTRACT_HEAD = re.compile(r"^\s*a\s?bstract\b", re.IGNORECASE)
+FOOTNOTE_MARK = re.compile(r"^\s*([0-9]{1,2}|[*†‡§¶]+)\s*$")
+MATH_GLUE = re.compile(r"^\s*[0-9()\[\]=+\-−,.:;/|·∗<>]+\s*$")
+HEADER_BAND = 0.10  # top fraction of the page where running headers live
+FOOTER_BAND = 0.10  # bottom fraction of the page where footers and page numbers live
+CHAR_WIDTH = 0.45  # average glyph width as a fraction of the font size (estimates line ends)
+
+
+@dataclass
+class Fragment:
+    """One piece of text drawn at one position with one font."""
+
+    x: float
+    y: float  # baseline, PDF user space (origin bottom-left)
+    size: float  # effective font size in points
+    font: str  # base font name without the subset prefix
+    text: str
+
+    @property
+    def is_math(self) -> bool:
+        return bool(MATH_FONT.match(self.font))
+
+    @property
+    def est_end(self) -> float:
+        return self.x + CHAR_WIDTH * self.size * len(self.text)
+
+
+@dataclass
+class Line:
+    """Fragments sharing a baseline within one column of one page."""
+
+    page: int
+    fragments: list[Fragment] = field(default_factory=list)
+    column: int = 0  # 0: left or only column, 1: right column, -1: spans both columns
+    furniture: str | None = None  # "header", "footer", "page number", ... when not content
+
+    @property
+    def x(self) -> float:
+        return self.fragments[0].x
+
+    @property
+    def y(self) -> float:
+        return self.fragments[0].y
+
+    @property
+    def est_end(self) -> float:
+        return max(f.est_end for f in self.fragments)
+
+    @property
+    def size(self) -> float:
+        """Font size that carries most of the line's characters."""
+        sizes: Counter[float] = Counter()
+        text_fragments = [f for f in self.fragments if not f.is_math] or self.fragments
+        for f in text_fragments:
+            sizes[round(f.size * 2) / 2] += len(f.text.strip())
+        return sizes.most_common(1)[0][0]
+
+    @property
+    def bold(self) -> bool:
+        chars = sum(len(f.text.strip()) for f in self.fragments)
+        bold = sum(len(f.text.strip()) for f in self.fragments if BOLD_FONT.search(f.font))
+        return chars > 0 and bold / chars > 0.6
+
+    @property
+    def text(self) -> str:
+        return line_text(self.fragments)
+
+
+def line_text(fragments: list[Fragment]) -> str:
+    """The line's text, with runs of math glyphs wrapped in `$...$` and `_`/`^` for sub/superscripts."""
+    base = fragments[0].y
+    base_size = max(f.size for f in fragments)
+    flags = _math_flags(fragments, base, base_size)
+    out: list[str] = []
+    in_math = False
+    for frag, math in zip(fragments, flags, strict=True):
+        text = frag.text
+        shifted = frag.size < 0.85 * base_size and abs(frag.y - base) > 0.1 * base_size
+        if not math and shifted and frag.y > base and FOOTNOTE_MARK.match(text):
+            continue  # a footnote mark
+        if math and not in_math:
+            out.append(text[: len(text) - len(text.lstrip())] + "$")
+            text = text.lstrip()
+        elif not math and in_math:
+            out.append("$")
+        in_math = math
+        if math and shifted:
+            text = ("^" if frag.y > base else "_") + text.strip()
+        out.append(text)
+    if in_math:
+        out.append("$")
+    return re.sub(r"\s+", " ", "".join(out)).strip()
+
+
+def _math_flags(fragments: list[Fragment], base: float, base_size: float) -> list[bool]:
+    """Which fragments are math: math fonts, plus scripts and operator-only pieces next to math."""
+    flags = [f.is_math for f in fragments]
+    for i, frag in enumerate(fragments):
+        if flags[i]:
+            continue
+        prev_math = i > 0 and flags[i - 1]
+        next_math = i + 1 < len(fragments) and fragments[i + 1].is_math
+        shifted = frag.size < 0.85 * base_size and abs(frag.y - base) > 0.1 * base_size
+        if shifted and prev_math:
+            flags[i] = True
+        elif (prev_math or next_math) and MATH_GLUE.match(frag.text):
+            flags[i] = True
+    return flags
+
+
+def page_fragments(page) -> tuple[list[Fragment], int]:
+    """The page's text fragments in content-stream order, and how many rotated ones were skipped."""
+    fragments: list[Fragment] = []
+    rotated = 0
+
+    def visit(text, cm, tm, font_dict, font_size):
+        nonlocal rotated
+        if not text or not text.strip():
+            return
+        m = _multiply(tm, cm)
+        if abs(m[1]) > 1e-3 or abs(m[2]) > 1e-3 or m[0] <= 0:
+            rotated += 1  # the vertical arXiv stamp, rotated figure labels
+            return
+        scale = (m[0] ** 2 + m[1] ** 2) ** 0.5
+        font = str((font_dict or {}).get("/BaseFont", "")).lstrip("/")
+        font = font.split("+", 1)[-1]
+        fragments.append(Fragment(m[4], m[5], font_size * scale, font, text.replace("\n", " ")))
+
+    page.extract_text(visitor_text=visit)
+    return fragments, rotated
+
+
+def _multiply(m, n):
+    """Product of two PDF matrices given as 6-tuples (a b c d e f)."""
+    return (
+        m[0] * n[0] + m[1] * n[2],
+        m[0] * n[1] + m[1] * n[3],
+        m[2] * n[0] + m[3] * n[2],
+        m[2] * n[1] + m[3] * n[3],
+        m[4] * n[0] + m[5] * n[2] + n[4],
+        m[4] * n[1] + m[5] * n[3] + n[5],
+    )
+
+
+def group_lines(fragments: list[Fragment], page: int) -> list[Line]:
+    """Consecutive fragments on one baseline (sub- and superscripts included) form a line."""
+    lines: list[Line] = []
+    current: Line | None = None
+    for frag in fragments:
+        if current is not None and _continues(current, frag):
+            current.fragments.append(frag)
+            continue
+        current = Line(page=page, fragments=[frag])
+        lines.append(current)
+    return lines
+
+
+def _continues(line: Line, frag: Fragment) -> bool:
+    last = line.fragments[-1]
+    size = max(f.size for f in line.fragments)
+    same_baseline = abs(frag.y - line.y) <= 0.55 * size
+    moves_right = frag.x >= last.x - 2 * size
+    near = frag.x <= last.est_end + 4 * size
+    return same_baseline and moves_right and near
+
+
+def reading_order(lines: list[Line], width: float, page: int) -> list[Line]:
+    """Sort a page's lines: top to bottom, and on two-column pages left column before right.
+
+    Lines that span both columns (titles, wide abstracts, wide floats) cut the page into bands;
+    each band is read left column first.
+    """
+    right_x = right_column_start(lines, width)
+    if right_x is None:
+        return sorted(lines, key=lambda ln: -ln.y)
+    top = front_matter_bottom(lines) if page == 0 else None
+    left_x = min(ln.x for ln in lines)
+    span_limit = right_x + 0.3 * (right_x - left_x)
+    for ln in lines:
+        if top is not None and ln.y > top:
+            ln.column = -1  # the title block: read top to bottom, left to right
+        elif ln.x >= right_x - 6:
+            ln.column = 1
+        elif ln.est_end > span_limit:
+            ln.column = -1
+        else:
+            ln.column = 0
+    ordered: list[Line] = []
+    band: list[Line] = []
+    for ln in sorted(lines, key=lambda ln: (-round(ln.y), ln.x)):
+        if ln.column == -1:
+            ordered += _band_order(band)
+            ordered.append(ln)
+            band = []
+        else:
+            band.append(ln)
+    return ordered + _band_order(band)
+
+
+def front_matter_bottom(lines: list[Line]) -> float | None:
+    """On a first page, the baseline of the abstract's heading: title and authors lie above it."""
+    for ln in lines:
+        if ABSTRACT_HEAD.match(ln.text):
+            return ln.y + 1
+    return None
+
+
+def _band_order(band: list[Line]) -> list[Line]:
+    return [ln for ln in band if ln.column == 0] + [ln for ln in band if ln.column == 1]
+
+
+def right_column_start(lines: list[Line], width: float) -> float | None:
+    """The x where a right column starts, when enough lines start at one x past the middle."""
+    starts = Counter(round(ln.x) for ln in lines if 0.4 * width < ln.x < 0.65 * width)
+    if not starts:
+        return None
+    x, count = starts.most_common(1)[0]
+    # the lines starting at that x (give or take a point) against all lines of the page
+    aligned = sum(1 for ln in lines if abs(ln.x - x) <= 2)
+    if aligned < 8 or aligned < 0.2 * len(lines):
+        return None
+    return float(x)
+
+
+def mark_furniture(pages: list[list[Line]], heights: list[float]) -> None:
+    """Mark running headers/footers (repeated across pages), page numbers and arXiv stamps."""
+    seen: Counter[str] = Counter()
+    for lines, height in zip(pages, heights, strict=True):
+        for sig in {_signature(ln) for ln in lines if _in_band(ln, height)}:
+            seen[sig] += 1
+    repeated = max(2, round(0.25 * len(pages)))
+    for lines, height in zip(pages, heights, strict=True):
+        for ln in lines:
+            text = ln.text
+            if ARXIV_STAMP.match(text):
+                ln.furniture = "arxiv stamp"
+            elif _in_band(ln, height) and PAGE_NUMBER.match(text):
+                ln.furniture = "page number"
+            elif _in_band(ln, height) and seen[_signature(ln)] >= repeated:
+                ln.furniture = "header" if ln.y > height / 2 else "footer"
+
+
+def _in_band(line: Line, height: float) -> bool:
+    return line.y > (1 - HEADER_BAND) * height or line.y < FOOTER_BAND * height
+
+
+def _signature(line: Line) -> str:
+    """A line's text with digits and spacing ignored, to spot the same header on every page."""
+    return re.sub(r"[\d\s]+", "#", line.text.lower())
+
+
+def read_lines(reader, limit: int) -> tuple[list[Line], int]:
+    """All content lines of the first `limit` pages in reading order, and the rotated-text count."""
+    pages: list[list[Line]] = []
+    heights: list[float] = []
+    rotated = 0
+    for i in range(limit):
+        page = reader.pages[i]
+        box = page.mediabox
+        fragments, skipped = page_fragments(page)
+        rotated += skipped
+        lines = group_lines(fragments, page=i)
+        pages.append(reading_order(lines, float(box.width), i) if lines else [])
+        heights.append(float(box.top))
+    mark_furniture(pages, heights)
+    return [ln for lines in pages for ln in lines], rotated
