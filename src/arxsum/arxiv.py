@@ -51,16 +51,17 @@ def parse_arxiv_id(text: str) -> str | None:
     """
     text = text.strip()
     m = _BARE.match(text)
-    if m:
-        return m.group(1)
-    if "://" not in text:
+    if m is None and "://" in text:
+        url = urllib.parse.urlparse(text)
+        hosts = {"arxiv.org", "www.arxiv.org", "export.arxiv.org", urllib.parse.urlparse(base_url()).netloc}
+        m = _URL_PATH.match(url.path) if url.netloc.lower() in hosts else None
+    if m is None:
         return None
-    url = urllib.parse.urlparse(text)
-    hosts = {"arxiv.org", "www.arxiv.org", "export.arxiv.org", urllib.parse.urlparse(base_url()).netloc}
-    if url.netloc.lower() not in hosts:
-        return None
-    m = _URL_PATH.match(url.path)
-    return m.group(1) if m else None
+    arxiv_id = m.group(1)
+    number = re.match(r"(\d{4})\.(\d+)", arxiv_id)
+    if number and len(number.group(2)) == 4 and number.group(1) >= "1501":
+        return None  # since 2015 new ids have 5 digits after the dot
+    return arxiv_id
 
 
 def cache_name(arxiv_id: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +346,12 @@ class Engine:
             yield job, out if isinstance(out, str) else self._result(job, out, share)
 
     def _generate(self, batch: list[Job]) -> list:
+        """Summaries (or reasons) for `batch`, in its order, never more than `self.batch_size` at once."""
+        if len(batch) > self.batch_size:  # the size shrank after an OOM: split what was grouped before
+            out: list = []
+            while len(out) < len(batch):
+                out += self._generate(batch[len(out):len(out) + self.batch_size])
+            return out
         texts = [job.text for job in batch]
         try:
             return self.summarizer.summarize_batch(texts, self.cfg.options, self.max_input_tokens)
@@ -354,10 +360,10 @@ class Engine:
                 release_cuda_cache()
                 if len(batch) == 1:
                     return ["CUDA out of memory even alone (try --max-input-tokens or --dtype float16)"]
-                half = max(1, len(batch) // 2)
-                self.batch_size = min(self.batch_size, half)
-                self.progress.note(f"CUDA out of memory with a batch of {len(batch)}; retrying with {half}")
-                return [out for part in _chunks(batch, half) for out in self._generate(part)]
+                self.batch_size = max(1, len(batch) // 2)
+                self.progress.note(f"CUDA out of memory with a batch of {len(batch)}; "
+                                   f"retrying with {self.batch_size}")
+                return self._generate(batch)
             if isinstance(e, ArxsumError) and not isinstance(e, InputError):
                 raise
             if debug() and not isinstance(e, ArxsumError):
@@ -381,11 +387,6 @@ def readable_summary(text: str, math_: list[str]) -> str:
     from arxsum.normalize import readable
 
     return readable(text, math_)
-
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def is_cuda_oom(e: BaseException) -> bool:
@@ -517,7 +518,7 @@ def write_report(console: Console, report: RunReport, *, quiet: bool) -> None:
     from rich.text import Text
 
     counts = f"{report.count('done')} done, {report.count('skipped')} skipped, {len(report.failures)} failed"
-    table = Table(title=f"arxsum: {counts}", title_justify="left", show_edge=True)
+    table = Table(show_edge=True)
     table.add_column("status")
     table.add_column("input", overflow="fold")
     table.add_column("reason", overflow="fold")
@@ -529,6 +530,7 @@ def write_report(console: Console, report: RunReport, *, quiet: bool) -> None:
         table.add_row("failed", Text(o.name), Text(o.reason))
     if not console.is_terminal:  # a pipe or a log file gets each reason whole, on one row
         console = Console(file=console.file, width=240, color_system=None)
+    console.print(f"arxsum: {counts}", markup=False, highlight=False, soft_wrap=True)
     console.print(table, markup=False, highlight=False)
 
 

@@ -1,0 +1,264 @@
+"""The batch runner with a fake summarizer: bad input never costs a result, resume, interrupts,
+stdout order, the OOM back-off, and the closing report."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from arxsum.runner import (
+    Engine,
+    Progress,
+    RunConfig,
+    default_batch_size,
+    estimate_paper_bytes,
+    run,
+)
+
+EDGE = Path("/work/shared/samples/edge")
+if not EDGE.is_dir():
+    EDGE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "edge"
+
+
+def papers(folder: Path, words: dict[str, int]) -> list[Path]:
+    """Text papers of the given lengths (in words), so the fake summarizer's token counts differ."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, n in words.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(" ".join(f"{Path(name).stem}{i}" for i in range(n)))
+        paths.append(path)
+    return paths
+
+
+def go(cfg: RunConfig, summarizer, stdin: bytes = b"", console_width: int = 200):
+    from rich.console import Console
+
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(file=err, width=console_width, color_system=None)
+    report = run(cfg, load_summarizer=lambda: summarizer, stdin=io.BytesIO(stdin), stdout=out, console=console)
+    return report, out.getvalue(), err.getvalue()
+
+
+class NoModel:
+    def __getattr__(self, name):
+        raise AssertionError("the model was loaded but nothing needed it")
+
+
+def test_mixed_good_and_bad_inputs_finish_with_exit_1_and_one_line_each(tmp_path, fake_summarizer):
+    folder = tmp_path / "mixed"
+    papers(folder, {"good1.txt": 5, "good2.md": 7})
+    (folder / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (folder / "empty.txt").write_text("   \n")
+    (folder / "truncated.pdf").write_bytes(b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog")
+    for f in EDGE.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "nothing").mkdir()
+    cfg = RunConfig(inputs=[str(folder), str(tmp_path / "nothing")], format="jsonl", timeout=30)
+    report, out, err = go(cfg, fake_summarizer)
+    assert report.exit_code == 1
+    status = {Path(o.name).name: (o.status, o.reason) for o in report.outcomes}
+    assert status["good1.txt"][0] == status["good2.md"][0] == "done"
+    assert status["encrypted-aes256-owner-only.pdf"][0] == "done"  # empty user password + crypto extra
+    assert "password" in status["encrypted-rc4-40-userpw.pdf"][1]
+    assert "OCR" in status["scanned-no-text-ccitt.pdf"][1]
+    assert "zero pages" in status["zero-pages.pdf"][1]
+    assert "not a PDF" in status["not-a-pdf-garbage.pdf"][1]
+    assert "UTF-8" in status["latin1.txt"][1]
+    assert "empty" in status["empty.txt"][1]
+    assert status["truncated.pdf"][0] == "failed"
+    assert "no papers" in status["nothing"][1]
+    assert "Traceback" not in err
+    for o in report.failures:
+        assert f"arxsum: {o.name}: {o.reason}\n" in err
+        assert "\n" not in o.reason
+    assert "3 done, 0 skipped, 8 failed" in err
+    assert [json.loads(line)["source"] for line in out.splitlines()] == [
+        str(folder / "encrypted-aes256-owner-only.pdf"), str(folder / "good1.txt"), str(folder / "good2.md")]
+
+
+def test_output_dir_mirrors_the_tree_and_a_second_run_skips_everything(tmp_path, fake_summarizer):
+    inputs = tmp_path / "in"
+    papers(inputs, {"a.txt": 3, "sub/b.md": 4})
+    out_dir = tmp_path / "out"
+    cfg = RunConfig(inputs=[str(inputs)], output_dir=out_dir, format="json", timeout=0, raw=True)
+    report, out, _ = go(cfg, fake_summarizer)
+    assert report.exit_code == 0 and out == ""
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")) == ["a.json", "sub", "sub/b.json"]
+    assert json.loads((out_dir / "sub" / "b.json").read_text())["summary"] == " b0 b1 b2"
+    report, _, err = go(cfg, NoModel())
+    assert [o.status for o in report.outcomes] == ["skipped", "skipped"] and report.exit_code == 0
+    assert "0 done, 2 skipped, 0 failed" in err
+    report, _, _ = go(RunConfig(inputs=[str(inputs)], output_dir=out_dir, format="json", timeout=0,
+                                overwrite=True), fake_summarizer)
+    assert [o.status for o in report.outcomes] == ["done", "done"]
+
+
+def test_an_interrupt_keeps_finished_outputs_and_leaves_no_partial_file(tmp_path, fake_summarizer):
+    inputs = tmp_path / "in"
+    papers(inputs, {"a.txt": 3, "b.txt": 3, "c.txt": 3})
+    out_dir = tmp_path / "out"
+
+    class Interrupted(type(fake_summarizer)):
+        def summarize_batch(self, texts, options=None, max_input_tokens=None):
+            if texts[0].startswith("b"):
+                raise KeyboardInterrupt
+            return super().summarize_batch(texts, options, max_input_tokens)
+
+    cfg = RunConfig(inputs=[str(inputs)], output_dir=out_dir, format="md", timeout=0)
+    report, _, err = go(cfg, Interrupted())
+    assert report.interrupted and report.exit_code == 130
+    assert "interrupted; 1 summary written so far are kept" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.md"]  # no temp files either
+    (out_dir / ".b.md.x.arxsum-tmp").write_text("half a summ")  # what a SIGKILL could leave
+    report, _, _ = go(cfg, fake_summarizer)  # resume
+    assert [o.status for o in report.outcomes] == ["skipped", "done", "done"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.md", "b.md", "c.md"]
+
+
+def test_stdout_follows_input_order_when_batches_are_sorted_by_length(tmp_path, fake_summarizer):
+    paths = papers(tmp_path, {"p0.txt": 2, "p1.txt": 30, "p2.txt": 5, "p3.txt": 20, "p4.txt": 1, "p5.txt": 9})
+    cfg = RunConfig(inputs=[str(p) for p in paths], format="jsonl", batch_size=4, timeout=0, quiet=True)
+    report, out, err = go(cfg, fake_summarizer)
+    assert report.exit_code == 0 and err == ""
+    assert [json.loads(line)["source"] for line in out.splitlines()] == [str(p) for p in paths]
+    assert fake_summarizer.calls == [4, 2]
+
+
+def test_jsonl_streams_each_line_as_soon_as_its_turn_comes(tmp_path, fake_summarizer):
+    paths = papers(tmp_path, {"a.txt": 2, "b.txt": 3, "c.txt": 4})
+    seen_when_called: list[int] = []
+    out = io.StringIO()
+
+    class Watching(type(fake_summarizer)):
+        def summarize_batch(self, texts, options=None, max_input_tokens=None):
+            seen_when_called.append(len(out.getvalue().splitlines()))
+            return super().summarize_batch(texts, options, max_input_tokens)
+
+    from rich.console import Console
+
+    run(RunConfig(inputs=[str(p) for p in paths], format="jsonl", timeout=0, quiet=True),
+        load_summarizer=Watching, stdin=io.BytesIO(), stdout=out, console=Console(file=io.StringIO()))
+    assert seen_when_called == [0, 1, 2]
+
+
+def test_files_from_stdin_and_text_headers(tmp_path, fake_summarizer):
+    paths = papers(tmp_path, {"a.txt": 2, "b.txt": 3})
+    listing = "\n".join(str(p) for p in paths).encode() + b"\n"
+    report, out, _ = go(RunConfig(files_from="-", timeout=0, raw=True), fake_summarizer, stdin=listing)
+    assert report.exit_code == 0
+    assert out == f"==> {paths[0]} <==\n a0 a1\n\n==> {paths[1]} <==\n b0 b1 b2\n"
+
+
+def test_stdin_text_is_one_input(fake_summarizer):
+    report, out, _ = go(RunConfig(inputs=["-"], timeout=0, raw=True), fake_summarizer, stdin=b"one two three four")
+    assert report.exit_code == 0 and out == " one two three\n"
+
+
+def test_truncation_is_reported_on_stderr_and_in_json(tmp_path, fake_summarizer):
+    (path,) = papers(tmp_path, {"long.txt": 100})
+    report, out, err = go(RunConfig(inputs=[str(path)], format="json", max_input_tokens=10, timeout=0),
+                          fake_summarizer)
+    record = json.loads(out)
+    assert (record["input_tokens"], record["original_tokens"], record["truncated"]) == (10, 102, True)
+    assert set(record) >= {"source", "summary", "input_tokens", "truncated", "model", "seconds", "title",
+                           "abstract", "original_tokens"}
+    assert "truncated from 102 to 10 tokens" in err
+
+
+def test_more_input_tokens_than_the_model_has_is_an_options_error(tmp_path, fake_summarizer):
+    from arxsum.errors import OptionsError
+
+    (path,) = papers(tmp_path, {"a.txt": 3})
+    with pytest.raises(OptionsError, match="more than the model's 64"):
+        go(RunConfig(inputs=[str(path)], max_input_tokens=65, timeout=0), fake_summarizer)
+
+
+
+
+def oom_summarizer(base, limit: int):
+    """A summarizer that runs out of CUDA memory on any batch larger than `limit`."""
+
+    class Oom(type(base)):
+        def summarize_batch(self, texts, options=None, max_input_tokens=None):
+            self.calls.append(len(texts))
+            if len(texts) > limit:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            self.calls.pop()
+            return super().summarize_batch(texts, options, max_input_tokens)
+
+    return Oom()
+
+
+def test_cuda_oom_halves_the_batch_and_every_paper_still_gets_its_summary(tmp_path, fake_summarizer):
+    paths = papers(tmp_path, {f"p{i}.txt": 10 + i for i in range(8)})
+    summarizer = oom_summarizer(fake_summarizer, limit=2)
+    cfg = RunConfig(inputs=[str(p) for p in paths], format="jsonl", batch_size=8, timeout=0)
+    report, out, err = go(cfg, summarizer)
+    assert report.exit_code == 0
+    assert [json.loads(line)["source"] for line in out.splitlines()] == [str(p) for p in paths]
+    # 8 fails, 4 fails, 2 fits (x2), then the batch size stays at 2 for the other half
+    assert summarizer.calls == [8, 4, 2, 2, 2, 2]
+    assert "CUDA out of memory with a batch of 8; retrying with 4" in err
+    assert "retrying with 2" in err
+
+
+def test_a_paper_that_runs_out_of_memory_alone_fails_alone(tmp_path, fake_summarizer):
+    paths = papers(tmp_path, {"a.txt": 3, "b.txt": 4})
+    summarizer = oom_summarizer(fake_summarizer, limit=0)
+    report, _, _ = go(RunConfig(inputs=[str(p) for p in paths], batch_size=2, timeout=0), summarizer)
+    assert report.exit_code == 1
+    assert all("out of memory even alone" in o.reason for o in report.outcomes)
+
+
+def test_an_unexpected_model_error_fails_only_that_paper(tmp_path, fake_summarizer, monkeypatch):
+    monkeypatch.delenv("ARXSUM_DEBUG", raising=False)
+    paths = papers(tmp_path, {"a.txt": 3, "bad.txt": 4, "c.txt": 5})
+
+    class Picky(type(fake_summarizer)):
+        def summarize_batch(self, texts, options=None, max_input_tokens=None):
+            if any(t.startswith("bad") for t in texts):
+                raise RuntimeError("index out of range in self")
+            return super().summarize_batch(texts, options, max_input_tokens)
+
+    report, out, _ = go(RunConfig(inputs=[str(p) for p in paths], batch_size=3, timeout=0, format="jsonl"),
+                        Picky())
+    assert [o.status for o in report.outcomes] == ["done", "failed", "done"]
+    assert report.outcomes[1].reason == "RuntimeError: index out of range in self"
+    assert len(out.splitlines()) == 2
+
+
+def test_gpu_batch_size_comes_from_free_memory(monkeypatch):
+    class Gpu:
+        device = "cuda:0"
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
+    per_paper = estimate_paper_bytes(16384, num_beams=5)
+    assert per_paper == (6 * 2 * 16384 * 768 * 5 + 16 * 16384 * 768) * 4
+    from arxsum.decoding import GenerationOptions
+
+    assert default_batch_size(Gpu(), 16384, GenerationOptions()) == int(0.7 * 40 * 2**30 // per_paper)
+    assert default_batch_size(type("Cpu", (), {"device": "cpu"})(), 16384, GenerationOptions()) == 1
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, fake_summarizer):
+    paths = papers(tmp_path, {"a.txt": 2, "b.txt": 3})
+    _, _, err = go(RunConfig(inputs=[str(p) for p in paths], timeout=0), fake_summarizer)
+    assert f"arxsum: [1/2] {paths[0]}: done" in err and f"arxsum: [2/2] {paths[1]}: done" in err
+    _, _, err = go(RunConfig(inputs=[str(p) for p in paths], timeout=0, quiet=True), fake_summarizer)
+    assert err == ""
+
+
+def test_rich_progress_when_stderr_is_a_terminal(tmp_path, fake_summarizer):
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    progress = Progress.create(console, quiet=False, total=3)
+    assert type(progress).__name__ == "RichProgress"
+    progress.close()
+    assert isinstance(Engine(RunConfig(), lambda: fake_summarizer, progress).planned_batch_size(), int)

@@ -1,0 +1,114 @@
+"""What an input is: discovery, output names, reading, and extraction under a time limit."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from arxsum.errors import InputError
+from arxsum.sources import BadInput, Extractor, ExtractOptions, Source, discover, read_bytes, read_names
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+if not SAMPLES.is_dir():
+    SAMPLES = Path("/work/shared/samples")
+
+
+def make_tree(root: Path) -> Path:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for name in ["a.pdf", "b.txt", "notes.md", "c.tex", "skip.json", "sub/d.txt", "sub/deeper/e.PDF",
+                 ".hidden/x.txt", ".dotfile.txt"]:
+        (root / name).write_text("hello world")
+    return root
+
+
+def names(found):
+    return [(f.name if isinstance(f, Source) else ("BAD", f.name)) for f in found]
+
+
+def test_directories_are_searched_recursively_in_sorted_order_without_hidden_files(tmp_path):
+    root = make_tree(tmp_path / "papers")
+    found = discover([str(root)])
+    assert [Path(f.name).relative_to(root).as_posix() for f in found] == [
+        "a.pdf", "b.txt", "c.tex", "notes.md", "sub/d.txt", "sub/deeper/e.PDF"]
+    assert [str(f.rel) for f in found] == ["a", "b", "c", "notes", "sub/d", "sub/deeper/e"]
+
+
+def test_glob_chooses_the_files_of_a_folder(tmp_path):
+    root = make_tree(tmp_path / "papers")
+    found = discover([str(root)], globs=["*.txt"])
+    assert [Path(f.name).name for f in found] == ["b.txt", "d.txt"]
+    assert [Path(f.name).name for f in discover([str(root)], globs=["sub/*"])] == ["d.txt", "e.PDF"]  # fnmatch: * crosses folders
+
+
+def test_a_folder_with_no_papers_and_a_missing_path_are_bad_inputs_in_place(tmp_path):
+    (tmp_path / "empty").mkdir()
+    good = tmp_path / "p.txt"
+    good.write_text("x")
+    found = discover([str(tmp_path / "empty"), str(good), str(tmp_path / "missing.pdf")])
+    assert isinstance(found[0], BadInput) and "no papers" in found[0].reason
+    assert isinstance(found[1], Source) and found[1].rel == PurePosixPath("p")
+    assert isinstance(found[2], BadInput) and "no such file" in found[2].reason
+
+
+def test_stdin_and_arxiv_ids_are_sources():
+    found = discover(["-", "2210.15497", "arXiv:2210.15497v2", "math/0211159",
+                      "https://arxiv.org/abs/2210.15497", "https://arxiv.org/pdf/math/0211159v1"])
+    assert [f.kind for f in found] == ["stdin"] + ["arxiv"] * 5
+    assert [f.arxiv_id for f in found[1:]] == ["2210.15497", "2210.15497v2", "math/0211159", "2210.15497",
+                                               "math/0211159v1"]
+    assert str(found[3].rel) == "math_0211159"
+
+
+def test_inputs_sharing_a_stem_keep_their_suffix_and_leftover_clashes_are_numbered(tmp_path):
+    for name in ["x.pdf", "x.tex", "y.pdf", "other/y.pdf"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("t")
+    found = discover([str(tmp_path / n) for n in ["x.pdf", "x.tex", "y.pdf", "other/y.pdf"]])
+    assert [str(f.rel) for f in found] == ["x.pdf", "x.tex", "y.pdf", "y.pdf~2"]
+
+
+def test_files_from_reads_one_name_a_line():
+    import io
+
+    assert read_names(io.StringIO("a.pdf\n\n  b.txt \n2210.15497\n")) == ["a.pdf", "b.txt", "2210.15497"]
+
+
+def test_read_bytes_turns_os_errors_into_one_line(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        read_bytes(Source(name="x", kind="file", path=tmp_path / "gone.pdf"))
+
+
+def test_extraction_runs_in_a_worker_and_a_slow_file_is_killed_without_stopping_the_next(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("a short paper body")
+    paper = SAMPLES / "papers" / "robust-sls-matni.pdf"
+    with Extractor(ExtractOptions(), timeout=0.01, workers=1) as extractor:
+        slow = extractor.submit(Source(name=str(paper), kind="file", path=paper))
+        with pytest.raises(InputError, match="longer than 0.01s"):
+            slow.result(timeout=60)
+        extractor.timeout = 60
+        doc, seconds = extractor.submit(Source(name=str(good), kind="file", path=good)).result(timeout=60)
+    assert doc.body == "a short paper body" and doc.source == str(good)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("encrypted-rc4-40-userpw.pdf", "password"),
+    ("scanned-no-text-ccitt.pdf", "no text layer"),
+    ("not-a-pdf-garbage.pdf", "not a PDF"),
+    ("zero-pages.pdf", "zero pages"),
+])
+def test_bad_pdfs_fail_with_one_line_from_the_worker(name, reason):
+    path = SAMPLES / "edge" / name
+    with Extractor(ExtractOptions(), timeout=60, workers=1) as extractor:
+        with pytest.raises(InputError, match=reason) as info:
+            extractor.submit(Source(name=str(path), kind="file", path=path)).result(timeout=60)
+    assert "\n" not in str(info.value)
+
+
+def test_password_opens_an_encrypted_pdf():
+    path = SAMPLES / "edge" / "encrypted-rc4-40-userpw.pdf"
+    with Extractor(ExtractOptions(password="asdfzxcv"), timeout=0) as extractor:
+        doc, _ = extractor.submit(Source(name=str(path), kind="file", path=path)).result(timeout=60)
+    assert doc.body.strip()
