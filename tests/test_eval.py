@@ -211,6 +211,21 @@ def test_split_sentences_changes_only_lsum(app, tmp_path):
     assert split["rougeLsum"]["mean"] == pytest.approx(sum(direct) / len(pairs) * 100, abs=1e-9)
 
 
+def test_reference_field_is_the_fallback_for_abstract(app, tmp_path):
+    pairs = fixture_pairs()
+    both = write_lines(tmp_path / "pairs.jsonl",
+                       [json.dumps({"prediction": p, "reference": r}) for p, r in pairs])
+    result = invoke(app, "--predictions", both, both, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    direct = direct_scores(pairs)
+    report = json.loads(result.stdout)
+    for name in TYPES:
+        assert report[name]["mean"] == pytest.approx(sum(direct[name]) / len(pairs) * 100, abs=1e-9)
+    # an explicit field name is taken as given
+    explicit = invoke(app, "--predictions", both, both, "--abstract-field", "abstract")
+    assert explicit.exit_code == 1 and "pairs.jsonl:1: no 'abstract' field" in explicit.stderr
+
+
 def test_help_says_raw_is_the_default(app):
     result = invoke(app, "--help")
     assert result.exit_code == 0
@@ -392,31 +407,48 @@ def test_model_path_needs_articles(app, tmp_path, echo):
 # --- end to end with a tiny checkpoint -----------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
+def tiny_checkpoint(request, tmp_path_factory) -> Path:
+    """conftest's tiny LSG-BART (built once for the whole session), or one of our own without it."""
     try:
+        return Path(request.getfixturevalue("tiny_model_dir"))
+    except pytest.FixtureLookupError:
         from builders import build_tiny_checkpoint
-    except ImportError:
-        pytest.skip("tests/builders.py (build_tiny_checkpoint) has not landed yet")
-    return Path(build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoint"))
+
+        return Path(build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model")))
 
 
 def test_eval_with_tiny_checkpoint_end_to_end(app, tmp_path, tiny_checkpoint):
-    try:
-        Summarizer.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="float32")
-    except NotImplementedError:
-        pytest.skip("Summarizer has not landed yet")
-    out = tmp_path / "out.jsonl"
-    result = invoke(app, DATA, "--model", tiny_checkpoint, "--device", "cpu", "--dtype", "float32",
-                    "--num-beams", "2", "--min-length", "2", "--max-length", "12", "--batch-size", "2",
-                    "-o", out, "--format", "json")
+    data = Path(shutil.copy(DATA, tmp_path / "test.jsonl"))
+    result = invoke(app, data, "--model", tiny_checkpoint, "--device", "cpu", "--dtype", "float32",
+                    "--num-beams", "2", "--min-length", "2", "--max-length", "12", "--batch-size", "2")
 
     assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["count"] == 5
-    rows = read_jsonl(out)
+    assert result.stdout == ""
+    assert "ROUGE-Lsum" in result.stderr and "5 examples" in result.stderr
+    rows = read_jsonl(tmp_path / "test.predictions.jsonl")
     assert [r["index"] for r in rows] == [0, 1, 2, 3, 4]
     assert all(isinstance(r["prediction"], str) and r["input_tokens"] > 0 for r in rows)
     refs = [joined(r["abstract"]) for r in read_jsonl(DATA)]
     direct = direct_scores([(r["prediction"], ref) for r, ref in zip(rows, refs, strict=True)])
-    for name in TYPES:
-        assert report[name]["mean"] == pytest.approx(sum(direct[name]) / 5 * 100, abs=1e-9)
+    for i, row in enumerate(rows):
+        assert row["scores"] == {name: direct[name][i] * 100 for name in TYPES}
+
+
+def test_eval_with_tiny_checkpoint_json_and_limit(app, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out.jsonl"
+    result = invoke(app, DATA, "--model", tiny_checkpoint, "--device", "cpu", "--num-beams", "1",
+                    "--min-length", "2", "--max-length", "8", "--limit", "2", "--max-input-tokens", "64",
+                    "--no-raw", "-o", out, "--format", "json", "--quiet")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["count"] == 2
+    assert len(read_jsonl(out)) == 2
+
+
+def test_missing_model_is_one_line(app, tmp_path):
+    result = invoke(app, DATA, "--model", tmp_path / "no-such-model", "--device", "cpu")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("loading ")
+    assert "arxsum: error:" in result.stderr and "Traceback" not in result.stderr
+    assert not (FIXTURES / "data.predictions.jsonl").exists()

@@ -107,8 +107,11 @@ def _text_field(record: dict[str, Any], field: str, where: str) -> str:
 
 
 def load_examples(path: Path, *, article_field: str | None = "article",
-                  abstract_field: str = "abstract", limit: int | None = None) -> list[Example]:
+                  abstract_field: str | None = None, limit: int | None = None) -> list[Example]:
     """DATA's records in order (the first `limit` of them). `article_field=None` skips the article.
+
+    `abstract_field=None` reads "abstract", or "reference" in a record without one (as in the
+    per-example files `write_example` writes, so that they serve as DATA too).
 
     A list of sentences becomes one string with a sentence per line: for the reference this is
     what ROUGE-Lsum needs; for the article it is the `scientific_papers` training text's layout.
@@ -123,7 +126,11 @@ def load_examples(path: Path, *, article_field: str | None = "article",
             article = _text_field(record, article_field, where)
             if not article.strip():
                 raise InputError(f"{where}: {article_field!r} is empty")
-        reference = _text_field(record, abstract_field, where)
+        if abstract_field is None:
+            field = "reference" if "abstract" not in record and "reference" in record else "abstract"
+        else:
+            field = abstract_field
+        reference = _text_field(record, field, where)
         examples.append(Example(index=len(examples), line=line_no, article=article, reference=reference))
     if not examples:
         raise InputError(f"{path}: no records")

@@ -6,6 +6,8 @@ Thin: parse options, call `arxsum.evaluate`, print. The main CLI calls `register
 from __future__ import annotations
 
 import json
+import os
+from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -69,8 +71,10 @@ def eval_command(
         "rouge2, rougeL, rougeLsum (each mean, low, high, in percent) and count.")] = OutputFormat.table,
     article_field: Annotated[str, typer.Option(
         help="DATA's field holding the article.", rich_help_panel=_DATA)] = "article",
-    abstract_field: Annotated[str, typer.Option(
-        help="DATA's field holding the reference abstract.", rich_help_panel=_DATA)] = "abstract",
+    abstract_field: Annotated[str | None, typer.Option(
+        help="DATA's field holding the reference abstract. Default: abstract, or reference in a "
+        "record without one (as in eval's own per-example files).", rich_help_panel=_DATA,
+        show_default=False)] = None,
     prediction_field: Annotated[str, typer.Option(
         help="PRED's field holding the prediction.", rich_help_panel=_DATA)] = "prediction",
     limit: Annotated[int | None, typer.Option(
@@ -84,7 +88,8 @@ def eval_command(
         envvar="ARXSUM_MODEL", help="Hub id or local directory of the model.", rich_help_panel=_MODEL)
     ] = DEFAULT_MODEL,
     device: Annotated[str, typer.Option(
-        help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_MODEL)] = "auto",
+        envvar="ARXSUM_DEVICE", help="auto, cpu, cuda or cuda:N (auto: cuda:0 when present).",
+        rich_help_panel=_MODEL)] = "auto",
     dtype: Annotated[str, typer.Option(
         help="auto, float32, float16 or bfloat16.", rich_help_panel=_MODEL)] = "auto",
     batch_size: Annotated[int, typer.Option(
@@ -120,9 +125,9 @@ def eval_command(
             given = evaluate.load_predictions(predictions, field=prediction_field,
                                               limit=len(examples) if limit else None)
             evaluate.check_counts(examples, given, data=data, pred=predictions)
-            report = _score(lambda stream, advance: evaluate.evaluate_predictions(
-                examples, given, split=split_sentences, output=stream, on_progress=advance),
-                output, total=len(examples), what="scoring", console=console, quiet=quiet)
+            with _progress_and_output(output, len(examples), "scoring", console, quiet) as (stream, advance):
+                report = evaluate.evaluate_predictions(examples, given, split=split_sentences,
+                                                       output=stream, on_progress=advance)
         else:
             options = GenerationOptions(num_beams=num_beams, length_penalty=length_penalty,
                                         max_length=max_length, min_length=min_length,
@@ -130,10 +135,10 @@ def eval_command(
             if not quiet:
                 console.print(f"loading {model}", highlight=False)
             summarizer = Summarizer.from_pretrained(model, device=device, dtype=dtype)
-            report = _score(lambda stream, advance: evaluate.evaluate_model(
-                summarizer, examples, options, batch_size=batch_size, max_input_tokens=max_input_tokens,
-                raw=raw, split=split_sentences, output=stream, on_progress=advance),
-                output, total=len(examples), what="summarizing", console=console, quiet=quiet)
+            with _progress_and_output(output, len(examples), "summarizing", console, quiet) as (stream, advance):
+                report = evaluate.evaluate_model(summarizer, examples, options, batch_size=batch_size,
+                                                 max_input_tokens=max_input_tokens, raw=raw,
+                                                 split=split_sentences, output=stream, on_progress=advance)
     except OptionsError as exc:
         _fail(console, exc, code=2)
     except ArxsumError as exc:
@@ -158,21 +163,21 @@ def _output_path(output: Path | None, *, data: Path, predictions: Path | None) -
     return output
 
 
-def _score(run, output: Path | None, *, total: int, what: str, console: Console, quiet: bool):
-    """Call `run(stream, advance)` with the per-example file open and a progress bar on stderr."""
+@contextmanager
+def _progress_and_output(output: Path | None, total: int, what: str, console: Console, quiet: bool):
+    """(the per-example stream or None, advance(n)): a progress bar on stderr, the file open."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=quiet, transient=True) as progress:
+    with ExitStack() as stack:
+        stream = None
+        if output is not None:
+            try:
+                stream = stack.enter_context(open(output, "w", encoding="utf-8"))
+            except OSError as exc:
+                raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
+        progress = stack.enter_context(Progress(*columns, console=console, disable=quiet, transient=True))
         task = progress.add_task(what, total=total)
-        advance = lambda n: progress.advance(task, n)  # noqa: E731
-        if output is None:
-            return run(None, advance)
-        try:
-            stream = open(output, "w", encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
-        with stream:
-            return run(stream, advance)
+        yield stream, lambda n: progress.advance(task, n)
 
 
 def _table(report: evaluate.Report) -> Table:
@@ -185,8 +190,11 @@ def _table(report: evaluate.Report) -> Table:
     return table
 
 
-def _fail(console: Console, exc: Exception, *, code: int) -> NoReturn:
-    console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+def _fail(console: Console, exc: ArxsumError, *, code: int) -> NoReturn:
+    """One line on stderr and an exit code, as the main CLI does; ARXSUM_DEBUG=1 re-raises."""
+    if os.environ.get("ARXSUM_DEBUG", "") not in ("", "0"):
+        raise exc
+    console.print(f"arxsum: error: {exc}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
