@@ -383,7 +383,7 @@ def test_model_path_no_raw_normalises(app, tmp_path, echo, monkeypatch):
     from arxsum.document import ModelText
 
     monkeypatch.setattr(normalize, "to_model_text", lambda doc: ModelText(text="NORM " + doc.body, math=["m"]))
-    monkeypatch.setattr(normalize, "readable", lambda summary, math: summary.upper() + " " + math[0])
+    monkeypatch.setattr(normalize, "readable", lambda summary, math, cased=None: summary.upper() + " " + math[0])
     result = invoke(app, DATA, "--no-raw", "--limit", "1", "-o", tmp_path / "o.jsonl", "--quiet")
 
     assert result.exit_code == 0, result.stderr

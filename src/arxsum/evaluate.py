@@ -14,6 +14,7 @@ all references are scored as given, so the figures equal rouge-score's on the sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -269,19 +270,20 @@ def generate(summarizer: Summarizer, articles: Sequence[str], options: Generatio
     for start in range(0, len(articles), batch_size):
         batch = articles[start:start + batch_size]
         if raw:
-            texts, maths = list(batch), [None] * len(batch)
+            texts = list(batch)
         else:
             model_texts = [to_model_text(Document(source=f"#{start + i}", kind="text", body=article))
                            for i, article in enumerate(batch)]
-            texts, maths = [m.text for m in model_texts], [m.math for m in model_texts]
+            texts = [m.text for m in model_texts]
         summaries = summarizer.summarize_batch(texts, options, max_input_tokens=max_input_tokens)
         yield [
             Generated(
-                text=one_sentence_per_line(s.text if math_ is None else readable(s.text, math_)),
+                text=one_sentence_per_line(
+                    s.text if raw else readable(s.text, model_texts[i].math, model_texts[i].cased)),
                 input_tokens=s.input_tokens,
                 truncated=s.truncated,
             )
-            for s, math_ in zip(summaries, maths, strict=True)
+            for i, s in enumerate(summaries)
         ]
 
 
@@ -304,8 +306,7 @@ def write_example(stream: TextIO, example: Example, prediction: str, scores: Sco
 def _scored(example: Example, prediction: str, *, scorer, split: bool) -> tuple[Example, str, Scores]:
     if split:
         prediction = one_sentence_per_line(prediction)
-        example = Example(example.index, example.line, example.article,
-                          one_sentence_per_line(example.reference))
+        example = dataclasses.replace(example, reference=one_sentence_per_line(example.reference))
     return example, prediction, score_pair(scorer, prediction, example.reference)
 
 
