@@ -178,7 +178,7 @@ def space_punctuation(text: str) -> str:
     text = re.sub(r"(?<=\w)-(?=\w)", " - ", text)  # well-known -> well - known
     text = re.sub(r"([,;:!?()\[\]{}\"%])", r" \1 ", text)
     text = re.sub(r"(?<![\w.])'|'(?![\w])", " ' ", text)  # quotes, not apostrophes
-    text = re.sub(r"\.(?=\s|$)", " . ", text)  # a period ends a word unless inside it (3.5, e.g)
+    text = re.sub(r"(?<!\b[a-z]\.[a-z])\.(?=\s|$)", " . ", text)  # not inside a word (3.5) or i.e., e.g.
     text = re.sub(r"(?<=\s)-(?=\S)|(?<=\S)-(?=\s)", " - ", text)
     text = re.sub(r"\.\s+\.\s+\.", "...", text)
     return re.sub(r"\s+", " ", text).strip()

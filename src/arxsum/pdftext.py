@@ -30,6 +30,7 @@ PAGE_NUMBER = re.compile(r"^\W*(page\s*)?\d{1,4}(\s*(of|/)\s*\d{1,4})?\W*$", re.
 ABSTRACT_HEAD = re.compile(r"^\s*a\s?bstract\b", re.IGNORECASE)
 FOOTNOTE_MARK = re.compile(r"^\s*([0-9]{1,2}|[*†‡§¶]+)\s*$")
 MATH_GLUE = re.compile(r"^\s*[0-9()\[\]=+\-−,.:;/|·∗<>]+\s*$")
+MIN_SIZE = 2.0  # points; smaller text is not meant to be read
 HEADER_BAND = 0.10  # top fraction of the page where running headers live
 FOOTER_BAND = 0.10  # bottom fraction of the page where footers and page numbers live
 CHAR_WIDTH = 0.45  # average glyph width as a fraction of the font size (estimates line ends)
@@ -151,6 +152,8 @@ def page_fragments(page) -> tuple[list[Fragment], int]:
             rotated += 1  # the vertical arXiv stamp, rotated figure labels
             return
         scale = (m[0] ** 2 + m[1] ** 2) ** 0.5
+        if font_size * scale < MIN_SIZE:
+            return  # invisible text, such as the LaTeX source embedded in latexit figures
         font = str((font_dict or {}).get("/BaseFont", "")).lstrip("/")
         font = font.split("+", 1)[-1]
         fragments.append(Fragment(m[4], m[5], font_size * scale, font, text.replace("\n", " ")))

@@ -1,0 +1,144 @@
+"""`arxsum extract PAPER...`: print the text the model would see, or the paper's parts as JSON.
+
+Thin: read each input, call `arxsum.extract.extract` and `arxsum.normalize.to_model_text`, print.
+The main CLI calls `register(app)`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from arxsum.document import Document
+from arxsum.errors import ArxsumError, InputError
+
+DEFAULT_MODEL = "ccdv/lsg-bart-base-16384-arxiv"  # only to count tokens; see arxsum.summarizer
+
+HELP = """Print the text the model would see for each PAPER (PDF, LaTeX .tex, or text; - for stdin).
+
+For PDFs and LaTeX that is the body, from the first section after the abstract up to the
+references, without headings, captions, footnotes, running headers and page numbers, then
+normalised to the model's training text: lowercase, spaces around punctuation, math as @xmathN,
+citations as @xcite, no URLs or e-mail addresses. --raw prints the body before normalisation
+(plain text files unchanged). --format json gives the parts: title, abstract, sections, body,
+counts and what was dropped."""
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def extract_command(
+    papers: Annotated[list[str], typer.Argument(help="PDF, .tex or text files; - reads stdin.",
+                                                metavar="PAPER...")],
+    raw: Annotated[bool, typer.Option("--raw", help="The body before normalisation.")] = False,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = OutputFormat.text,
+    keep_appendix: Annotated[bool, typer.Option("--keep-appendix",
+                                                help="Keep appendices that follow the references.")] = False,
+    password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs.")] = None,
+    max_pages: Annotated[int | None, typer.Option(min=1, help="Read at most this many PDF pages.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show pypdf's warnings.")] = False,
+    model: Annotated[str, typer.Option(envvar="ARXSUM_MODEL",
+                                       help="Model whose tokenizer counts the tokens.")] = DEFAULT_MODEL,
+) -> None:
+    counter = TokenCounter(model) if output_format is OutputFormat.json else None
+    failed = 0
+    for paper in papers:
+        try:
+            doc = read_paper(paper, keep_appendix=keep_appendix, password=password, max_pages=max_pages,
+                             verbose=verbose)
+        except ArxsumError as e:
+            typer.echo(f"{paper}: {e}", err=True)
+            failed += 1
+            continue
+        for warning in doc.warnings:
+            typer.echo(f"{paper}: {warning}", err=True)
+        text, math = model_input(doc, raw)
+        if counter is None:
+            typer.echo(text)
+        else:
+            typer.echo(json.dumps(parts_json(doc, text, math, raw, counter), ensure_ascii=False))
+    if failed:
+        raise typer.Exit(1)
+
+
+def read_paper(paper: str, **options) -> Document:
+    """One PAPER argument's bytes (a path, or stdin for "-") through extraction."""
+    from arxsum.extract import extract
+
+    if paper == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(paper).read_bytes()
+        except IsADirectoryError:
+            raise InputError("is a directory") from None
+        except OSError as e:
+            raise InputError(f"cannot read: {e.strerror or e}") from None
+    return extract(data, paper, **options)
+
+
+def model_input(doc: Document, raw: bool) -> tuple[str, list[str]]:
+    """The model's input text and the math list, or the body verbatim with --raw."""
+    if raw:
+        return doc.body, []
+    from arxsum.normalize import to_model_text
+
+    mt = to_model_text(doc)
+    return mt.text, mt.math
+
+
+def parts_json(doc: Document, text: str, math: list[str], raw: bool, counter: TokenCounter) -> dict:
+    return {
+        "source": doc.source,
+        "kind": doc.kind,
+        "title": doc.title,
+        "abstract": doc.abstract,
+        "sections": doc.sections,
+        "body": text,
+        "raw": raw,
+        "math": math,
+        "pages": doc.pages,
+        "characters": len(text),
+        "tokens": counter.count(text),
+        "dropped": doc.dropped,
+        "warnings": doc.warnings,
+    }
+
+
+class TokenCounter:
+    """Counts tokens with the model's tokenizer; null counts (and one note) when it cannot be loaded."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._tokenizer = None
+        self._failed = False
+
+    def count(self, text: str) -> int | None:
+        tokenizer = self._load()
+        if tokenizer is None:
+            return None
+        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def _load(self):
+        if self._tokenizer is None and not self._failed:
+            try:
+                from arxsum.loading import load_tokenizer
+
+                self._tokenizer = load_tokenizer(self.model)
+            except Exception as e:  # noqa: BLE001 - any failure only costs the token counts
+                self._failed = True
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                typer.echo(f"tokens not counted: cannot load the tokenizer of {self.model} ({reason})",
+                           err=True)
+        return self._tokenizer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract", help=HELP)(extract_command)
