@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from arxsum.runner import (
-    Engine,
     Progress,
     RunConfig,
     default_batch_size,
@@ -261,4 +260,3 @@ def test_rich_progress_when_stderr_is_a_terminal(tmp_path, fake_summarizer):
     progress = Progress.create(console, quiet=False, total=3)
     assert type(progress).__name__ == "RichProgress"
     progress.close()
-    assert isinstance(Engine(RunConfig(), lambda: fake_summarizer, progress).planned_batch_size(), int)

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from arxsum.errors import InputError
-from arxsum.sources import BadInput, Extractor, ExtractOptions, Source, discover, read_bytes, read_names
+from arxsum.sources import BadInput, ExtractOptions, Extractor, Source, discover, read_bytes, read_names
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 if not SAMPLES.is_dir():

@@ -228,17 +228,23 @@ class _errors_to_exit_codes:
 
 
 class _sigterm_as_interrupt:
-    """`kill PID` stops a run like Ctrl-C does: outputs written so far are kept, no temp file is left."""
+    """`kill PID` stops a run like Ctrl-C does: outputs written so far are kept, no temp file is left.
+
+    SIGINT is handled too, even where a non-interactive shell started us with it ignored.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __enter__(self):
-        self.previous = None
+        self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, _raise_interrupt)
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
         return False
 
 

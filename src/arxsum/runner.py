@@ -22,7 +22,7 @@ from arxsum.arxiv import ArxivClient
 from arxsum.decoding import GenerationOptions
 from arxsum.document import Document
 from arxsum.errors import ArxsumError, InputError, OptionsError
-from arxsum.sources import BadInput, Extractor, ExtractOptions, Source, discover, read_names
+from arxsum.sources import BadInput, ExtractOptions, Extractor, Source, discover, read_names
 from arxsum.writers import (
     WRITERS,
     AtomicOutputFile,
@@ -135,7 +135,7 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
     console = console or Console(stderr=True)
     items = gather_inputs(cfg, stdin)
     report = RunReport([Outcome(item.name) for item in items])
-    for outcome, item in zip(report.outcomes, items):
+    for outcome, item in zip(report.outcomes, items, strict=True):
         if isinstance(item, BadInput):
             outcome.status, outcome.reason = "failed", item.reason
     todo = [i for i, item in enumerate(items) if isinstance(item, Source)]
@@ -151,7 +151,7 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
         with Extractor(extract_options(cfg), timeout=cfg.timeout, workers=cfg.workers,
                        stdin=stdin_bytes, arxiv=arxiv) as extractor:
             futures = {i: extractor.submit(items[i]) for i in todo}  # extraction runs ahead
-            for window in windows(todo, SORT_WINDOW * engine.planned_batch_size()):
+            for window in windows(todo, engine):
                 jobs = [job for i in window if (job := prepare(i, items[i], futures[i], cfg, engine,
                                                               report, sink, progress))]
                 for batch in make_batches(jobs, engine.batch_size):
@@ -234,11 +234,17 @@ def extract_options(cfg: RunConfig) -> ExtractOptions:
                           keep_appendix=cfg.keep_appendix, verbose=cfg.verbose)
 
 
-def windows(indices: list[int], size: int) -> Iterator[list[int]]:
-    """Inputs in input order, a window at a time; sorting by length happens inside a window."""
-    size = max(1, size)
-    for start in range(0, len(indices), size):
+def windows(indices: list[int], engine: Engine) -> Iterator[list[int]]:
+    """Inputs in input order, a window at a time; sorting by length happens inside a window.
+
+    Batches of one need no sorting, so their window is one input: the first summary comes as soon
+    as the first paper is read. Larger batches are formed from SORT_WINDOW batches' worth of inputs.
+    """
+    start = 0
+    while start < len(indices):
+        size = SORT_WINDOW * engine.batch_size if engine.batch_size > 1 else 1
         yield indices[start:start + size]
+        start += size
 
 
 def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: Engine,
@@ -331,9 +337,6 @@ class Engine:
                 self.batch_size = default_batch_size(self._summarizer, self.max_input_tokens, self.cfg.options)
         return self._summarizer
 
-    def planned_batch_size(self) -> int:
-        return self.cfg.batch_size or (self.batch_size if self._summarizer is not None else 4)
-
     def count_tokens(self, text: str) -> int:
         return self.summarizer.count_tokens(text)
 
@@ -342,7 +345,7 @@ class Engine:
         started = time.perf_counter()
         outputs = self._generate(batch)
         share = (time.perf_counter() - started) / max(1, len(batch))
-        for job, out in zip(batch, outputs):
+        for job, out in zip(batch, outputs, strict=True):
             yield job, out if isinstance(out, str) else self._result(job, out, share)
 
     def _generate(self, batch: list[Job]) -> list:
@@ -518,14 +521,17 @@ def write_report(console: Console, report: RunReport, *, quiet: bool) -> None:
     from rich.text import Text
 
     counts = f"{report.count('done')} done, {report.count('skipped')} skipped, {len(report.failures)} failed"
+    if report.count("pending"):
+        counts += f", {report.count('pending')} not reached"
     table = Table(show_edge=True)
     table.add_column("status")
     table.add_column("input", overflow="fold")
     table.add_column("reason", overflow="fold")
-    for status in ("done", "skipped"):
+    for status in ("done", "skipped", "pending"):
         n = report.count(status)
         if n:
-            table.add_row(status, f"{n} input{'s' if n > 1 else ''}", "")
+            label = "not reached" if status == "pending" else status
+            table.add_row(label, f"{n} input{'s' if n > 1 else ''}", "")
     for o in report.failures:
         table.add_row("failed", Text(o.name), Text(o.reason))
     if not console.is_terminal:  # a pipe or a log file gets each reason whole, on one row

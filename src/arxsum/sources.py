@@ -198,12 +198,15 @@ class Extractor:
     def _extract_one(self, source: Source) -> tuple[Document, float]:
         if self._closed:
             raise InputError("interrupted")
-        data = read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
-        started = time.perf_counter()
         name = _extraction_name(source)
         if self.timeout and self.timeout > 0:
+            # files are read by the worker: no copy through the pipe, and a stuck read is timed too
+            data = source.path if source.kind == "file" else read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
+            started = time.perf_counter()
             doc = self._worker().extract(data, name, self.options, self.timeout)
         else:
+            data = read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
+            started = time.perf_counter()
             doc = extract_document(data, name, self.options)
         doc.source = source.name
         return doc, time.perf_counter() - started
@@ -253,7 +256,7 @@ class _WorkerProcess:
         self.proc.start()
         child.close()
 
-    def extract(self, data: bytes, name: str, options: ExtractOptions, timeout: float) -> Document:
+    def extract(self, data: bytes | Path, name: str, options: ExtractOptions, timeout: float) -> Document:
         if self.proc is None or not self.proc.is_alive():
             self._start()
         try:
@@ -285,7 +288,7 @@ class _WorkerProcess:
 
 
 def _worker_main(conn) -> None:
-    """The worker's loop: (bytes, name, options) in, ("ok", Document) or ("err", reason) out."""
+    """The worker's loop: (bytes or a file's path, name, options) in, ("ok", Document) or ("err", reason) out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     while True:
@@ -296,6 +299,8 @@ def _worker_main(conn) -> None:
         if options.verbose and not logging.getLogger().handlers:
             logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="pypdf: %(message)s")
         try:
+            if isinstance(data, Path):
+                data = read_bytes(Source(name=name, kind="file", path=data))
             reply = ("ok", extract_document(data, name, options))
         except InputError as e:
             reply = ("err", str(e))
