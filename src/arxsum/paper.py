@@ -32,9 +32,9 @@ KEYWORDS = re.compile(r"^(key\s?words|index terms|subject headings)\b", re.IGNOR
 SMALL_PRINT = 0.9  # lines set this much smaller than the body are footnotes, tables, labels
 # Words that commonly start or end a real hyphenated compound: a line-end hyphen between them stays.
 COMPOUND_FIRST = frozenset(
-    "well non self multi state high low large small real two three four one single double "
-    "semi co cross long short fine end data model task first second third zero top bottom "
-    "left right time sub pre post inter intra anti over under open closed hand fully "
+    "well self state high low large small real two three four one single double "
+    "cross long short fine end data model task first second third zero top bottom "
+    "left right time open closed hand fully "
     "so-called near full half case quasi pseudo ill user rule".split()
 )
 COMPOUND_SECOND = frozenset(
@@ -88,15 +88,22 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
             else:
                 parts.dropped["appendix lines"] += len(content) - appendix_at
     heading_ids = {id(content[i]) for i in headings}
-    body_lines = drop_floats_and_small_print(chosen, body_size, page_height, parts)
+    body_lines = drop_floats_and_small_print(chosen, body_size, page_height, parts, heading_ids)
     vocab = vocabulary(body_lines)
-    paragraphs: list[str] = []
+    paragraphs: list[list[str]] = []
+    after_heading = True
     for block in blocks(body_lines, heading_ids):
         if block.heading:
             parts.sections.append(" ".join(clean(ln.text) for ln in block.lines))
+            after_heading = True
             continue
-        paragraphs.append(join_lines([clean(ln.text) for ln in block.lines], vocab))
-    parts.body = "\n\n".join(p for p in paragraphs if p)
+        texts = [clean(ln.text) for ln in block.lines]
+        if paragraphs and not after_heading and continues_paragraph(paragraphs[-1][-1], texts[0]):
+            paragraphs[-1] += texts  # a page, column or float break inside a paragraph
+        else:
+            paragraphs.append(texts)
+        after_heading = False
+    parts.body = "\n\n".join(p for p in (join_lines(t, vocab) for t in paragraphs) if p)
     return parts
 
 
@@ -144,17 +151,23 @@ TRAILING_WORDS = frozenset("a an the of and or to in on by as at for with that w
 
 def find_headings(lines: list[Line], body_size: float) -> list[int]:
     """Indices of the heading lines, each judged with its column's margin and the space above it."""
-    margins: dict[tuple[int, int], Counter] = {}
-    for ln in lines:
-        margins.setdefault((ln.page, ln.column), Counter())[round(ln.x)] += 1
+    margins = column_margins(lines)
     found: list[int] = []
     prev: Line | None = None
     for i, ln in enumerate(lines):
-        margin = float(margins[(ln.page, ln.column)].most_common(1)[0][0])
-        if is_heading(ln, body_size, margin, _gap(prev, ln)):
+        if is_heading(ln, body_size, margins[(ln.page, ln.column)], _gap(prev, ln)):
             found.append(i)
         prev = ln
     return found
+
+
+def column_margins(lines: list[Line]) -> dict[tuple[int, int], float]:
+    """The x where most lines of each (page, column) start."""
+    starts: dict[tuple[int, int], Counter] = {}
+    for ln in lines:
+        weight = 10 if len(ln.text) >= 30 else 1  # lines of running text, not formula pieces
+        starts.setdefault((ln.page, ln.column), Counter())[round(ln.x)] += weight
+    return {key: float(c.most_common(1)[0][0]) for key, c in starts.items()}
 
 
 def find_abstract(lines: list[Line]) -> int | None:
@@ -227,27 +240,66 @@ def abstract_text(lines: list[Line]) -> str:
 
 
 def drop_floats_and_small_print(lines: list[Line], body_size: float, page_height: float,
-                                parts: Parts) -> list[Line]:
-    """Remove captions (a block that starts with "Figure 3:" after a gap) and small print."""
+                                parts: Parts, headings: set[int]) -> list[Line]:
+    """Remove captions (a block that starts with "Figure 3:") and small print (footnotes, labels).
+
+    A caption goes on while lines follow at line spacing in its column; figure labels drawn
+    between its lines do not end it.
+    """
     kept: list[Line] = []
-    in_caption = False
-    prev: Line | None = None
+    caption: Line | None = None  # the caption's last line, while in one
+    margins = column_margins(lines)
     for ln in lines:
         text = ln.text.strip()
-        gap = _gap(prev, ln)
-        if CAPTION.match(text) and (gap is None or gap > 1.25 * ln.size or ln.size < SMALL_PRINT * body_size):
-            in_caption = True
-            parts.dropped["caption lines"] += 1
-        elif in_caption and gap is not None and gap <= 1.45 * ln.size and ln.column == prev.column:
-            parts.dropped["caption lines"] += 1
-        elif ln.size < SMALL_PRINT * body_size:
-            in_caption = False
-            parts.dropped["footnote lines" if ln.y < 0.3 * page_height else "small print lines"] += 1
-        else:
-            in_caption = False
+        if id(ln) in headings:
+            caption = None
             kept.append(ln)
-        prev = ln
+        elif CAPTION.match(text) and _starts_block(kept[-1] if kept else None, ln):
+            caption = ln
+            parts.dropped["caption lines"] += 1
+        elif caption is not None and _next_line_of(caption, ln):
+            caption = ln
+            parts.dropped["caption lines"] += 1
+        elif ln.size < SMALL_PRINT * body_size and not _mostly_math(ln):
+            parts.dropped["footnote lines" if ln.y < 0.3 * page_height else "small print lines"] += 1
+        elif not is_prose(ln, margins[(ln.page, ln.column)]):
+            parts.dropped["figure and table text lines"] += 1
+        else:
+            caption = None
+            kept.append(ln)
     return kept
+
+
+def is_prose(line: Line, margin: float) -> bool:
+    """Running text or a formula, not the labels of a figure or the cells of a table."""
+    if _mostly_math(line):
+        return True
+    text = re.sub(r"\$[^$]*\$", " ", line.text)
+    words = re.findall(r"[^\W\d_]{2,}", text)
+    if line.x < margin - 5:
+        return False  # left of the text block: figure labels
+    if len(words) >= 3:
+        return True
+    at_margin = abs(line.x - margin) < 2
+    return at_margin and bool(words) and text.rstrip().endswith((".", "!", "?", ":", ","))
+
+
+def _starts_block(prev: Line | None, line: Line) -> bool:
+    """Not the continuation of a sentence from the line above (`... as shown in` / `Figure 3.`)."""
+    gap = _gap(prev, line)
+    return gap is None or gap > 1.25 * line.size or prev.text.rstrip().endswith((".", "!", "?", ":"))
+
+
+def _next_line_of(above: Line, line: Line) -> bool:
+    gap = _gap(above, line)
+    return gap is not None and 0 < gap <= 1.45 * line.size
+
+
+def _mostly_math(line: Line) -> bool:
+    """A display formula, whose glyphs are mostly sub- and superscripts of math fonts."""
+    chars = sum(len(f.text.strip()) for f in line.fragments)
+    math = sum(len(f.text.strip()) for f in line.fragments if f.is_math)
+    return chars > 0 and math / chars > 0.4
 
 
 def _gap(prev: Line | None, line: Line) -> float | None:
@@ -338,6 +390,11 @@ def vocabulary(lines: list[Line]) -> set[str]:
             words.add(word)
             words.update(word.split("-"))
     return words
+
+
+def continues_paragraph(last_line: str, next_line: str) -> bool:
+    """Whether a paragraph that ends with `last_line` goes on with `next_line` (no sentence end)."""
+    return bool(next_line) and next_line[0].islower() and not last_line.rstrip().endswith((".", "!", "?", ":"))
 
 
 def join_lines(texts: list[str], vocab: set[str]) -> str:

@@ -242,14 +242,14 @@ def _band_order(band: list[Line]) -> list[Line]:
 
 
 def right_column_start(lines: list[Line], width: float) -> float | None:
-    """The x where a right column starts, when enough lines start at one x past the middle."""
-    starts = Counter(round(ln.x) for ln in lines if 0.4 * width < ln.x < 0.65 * width)
+    """The x where a right column starts, when enough lines of text start at one x past the middle."""
+    text_lines = [ln for ln in lines if len(ln.text) >= 20] or lines  # not formula pieces or labels
+    starts = Counter(round(ln.x) for ln in text_lines if 0.4 * width < ln.x < 0.65 * width)
     if not starts:
         return None
-    x, count = starts.most_common(1)[0]
-    # the lines starting at that x (give or take a point) against all lines of the page
-    aligned = sum(1 for ln in lines if abs(ln.x - x) <= 2)
-    if aligned < 8 or aligned < 0.2 * len(lines):
+    x, _ = starts.most_common(1)[0]
+    aligned = sum(1 for ln in text_lines if abs(ln.x - x) <= 2)
+    if aligned < 8 or aligned < 0.2 * len(text_lines):
         return None
     return float(x)
 
@@ -262,14 +262,24 @@ def mark_furniture(pages: list[list[Line]], heights: list[float]) -> None:
             seen[sig] += 1
     repeated = max(2, round(0.25 * len(pages)))
     for lines, height in zip(pages, heights, strict=True):
+        extremes = _top_and_bottom(lines)
         for ln in lines:
             text = ln.text
             if ARXIV_STAMP.match(text):
                 ln.furniture = "arxiv stamp"
-            elif _in_band(ln, height) and PAGE_NUMBER.match(text):
+            elif (_in_band(ln, height) or id(ln) in extremes) and PAGE_NUMBER.match(text):
                 ln.furniture = "page number"
             elif _in_band(ln, height) and seen[_signature(ln)] >= repeated:
                 ln.furniture = "header" if ln.y > height / 2 else "footer"
+
+
+def _top_and_bottom(lines: list[Line]) -> set[int]:
+    """The page's highest and lowest lines (where page numbers sit, whatever the margins)."""
+    if not lines:
+        return set()
+    top = max(ln.y for ln in lines)
+    bottom = min(ln.y for ln in lines)
+    return {id(ln) for ln in lines if ln.y in (top, bottom)}
 
 
 def _in_band(line: Line, height: float) -> bool:

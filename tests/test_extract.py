@@ -1,0 +1,365 @@
+"""Extraction: real arXiv papers (PDF and LaTeX), generated PDFs with known text, bad inputs, the command.
+
+The real-paper tests measure what issue 4 judges, for each sample in /work/shared/samples/papers:
+no abstract, title, references, captions or running headers in the model input; no ligature or
+control characters; no words broken at line ends; lowercase; @xcite for citations and no numeric or
+author-year citation left; @xmath for math and no Greek letters or operators outside it; and at
+least 95% of the words of the .tex body kept. `python tests/test_extract.py` prints the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from arxsum.commands.extract import register
+from arxsum.document import Document
+from arxsum.errors import InputError
+from arxsum.extract import detect_kind, extract
+from arxsum.latex import balanced, latex_document, to_text
+from arxsum.normalize import MATH_ONLY, to_model_text, to_training_text
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pdf_factory  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+if not SAMPLES.is_dir():
+    SAMPLES = Path("/work/shared/samples")
+PAPERS = SAMPLES / "papers"
+EDGE = SAMPLES / "edge"
+PAPER_NAMES = sorted(p.stem for p in PAPERS.glob("*.pdf")) if PAPERS.is_dir() else []
+needs_samples = pytest.mark.skipif(not PAPER_NAMES, reason="sample papers not present")
+
+
+# --- measuring a paper -------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def model_input(name: str) -> tuple[Document, str]:
+    doc = extract((PAPERS / f"{name}.pdf").read_bytes(), f"{name}.pdf")
+    return doc, to_model_text(doc).text
+
+
+@lru_cache(maxsize=None)
+def tex_body(name: str, keep_appendix: bool = False) -> str | None:
+    """The normalised body of the paper's .tex, None when the .tex holds no body (\\input files)."""
+    try:
+        doc = latex_document((PAPERS / f"{name}.tex").read_text(), f"{name}.tex", keep_appendix=keep_appendix)
+    except InputError:
+        return None
+    return to_model_text(doc).text
+
+
+def normalised(latex: str) -> str:
+    return to_training_text(to_text(latex))[0]
+
+
+def words(text: str) -> list[str]:
+    return [w for w in text.split() if re.fullmatch(r"[a-z]+", w)]
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    w = words(text)
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def leaked(part: str, output: str, allowed: str, n: int = 8) -> int:
+    """How many of the part's word n-grams are in the output but not in the paper's real body."""
+    return len((ngrams(part, n) & ngrams(output, n)) - ngrams(allowed, n))
+
+
+def caption_texts(tex: str) -> list[str]:
+    out = []
+    for m in re.finditer(r"\\caption\*?\s*(\[[^\]]*\])?\s*\{", tex):
+        inner = balanced(tex, m.end() - 1)
+        if inner:
+            out.append(inner)
+    return out
+
+
+def references_text(name: str) -> str:
+    """The references list as pypdf's plain text gives it: after the last 'References' line."""
+    import pypdf
+
+    reader = pypdf.PdfReader(PAPERS / f"{name}.pdf")
+    text = "\n".join(page.extract_text() or "" for page in reader.pages)
+    heads = list(re.finditer(r"^\s*(\d+\s*)?(references|bibliography)\s*$", text, re.IGNORECASE | re.MULTILINE))
+    return text[heads[-1].end():] if heads else ""
+
+
+def running_headers(name: str) -> list[str]:
+    """First and last lines that repeat (digits aside) on three or more pages."""
+    import pypdf
+
+    reader = pypdf.PdfReader(PAPERS / f"{name}.pdf")
+    seen: Counter[str] = Counter()
+    for page in reader.pages:
+        lines = [ln.strip() for ln in (page.extract_text() or "").splitlines() if ln.strip()]
+        for ln in set(lines[:2] + lines[-2:]):
+            seen[re.sub(r"\d+", "", ln)] += 1
+    return [ln for ln, k in seen.items() if k >= 3 and len(ln.split()) >= 3]
+
+
+def broken_words(output: str, vocab: set[str]) -> int:
+    """'op - posite' where 'opposite' is a word of the paper and 'op-posite' is not."""
+    count = 0
+    for a, b in re.findall(r"\b([a-z]+) - ([a-z]+)\b", output):
+        if a + b in vocab and f"{a} - {b}" not in vocab:
+            count += 1
+    return count
+
+
+def figures(name: str) -> dict:
+    """The judged figures for one sample paper."""
+    doc, out = model_input(name)
+    tex_source = (PAPERS / f"{name}.tex").read_text()
+    body = tex_body(name)
+    full = tex_body(name, keep_appendix=True) or ""
+    allowed = body or out
+    abstract = normalised((PAPERS / f"{name}.abstract.txt").read_text())
+    title_m = re.search(r"\\title\s*(\[[^\]]*\])?\s*\{", tex_source)
+    title = normalised(balanced(tex_source, title_m.end() - 1)) if title_m else ""
+    captions = " . ".join(normalised(c) for c in caption_texts(tex_source))
+    refs = to_training_text(references_text(name))[0]
+    headers = [to_training_text(h)[0] for h in running_headers(name)]
+    tex_words = Counter(words(body)) if body else None
+    out_words = Counter(words(out))
+    vocab = set(words(body or "")) | {w for w in out_words if out_words[w] > 1}
+    vocab |= set(re.findall(r"[a-z]+ - [a-z]+", body or ""))
+    kept = (sum(min(k, out_words[w]) for w, k in tex_words.items()) / sum(tex_words.values())
+            if tex_words else None)
+    outside = re.sub(r"@xmath\d+", " ", out)
+    return {
+        "abstract 8-grams leaked": leaked(abstract, out, allowed),
+        "title in output": bool(title) and " ".join(words(title)) in " ".join(words(out)),
+        "reference 8-grams leaked": leaked(refs, out, full + " " + (body or "")),
+        "caption 6-grams leaked": leaked(captions, out, full, 6),
+        "running headers leaked": sum(1 for h in headers if h and h in out and h not in (body or "")),
+        "ligature/control chars": len(re.findall(r"[\ufb00-\ufb4f\x00-\x09\x0b-\x1f\x7f]", out)),
+        "broken words": broken_words(out, vocab),
+        "lowercase": out == out.lower(),
+        "@xcite": out.count("@xcite"),
+        "numeric citations left": len(re.findall(r"\[ \d+(?: [,-] \d+)* \]", out)),
+        "author-year citations left": len(re.findall(
+            r"\b(?:et al \.|[a-z]+ (?:and|&) [a-z]+) ,? \(? (?:19|20)\d\d[a-z]?\b", out)),
+        "@xmath": len(re.findall(r"@xmath\d+", out)),
+        "math chars outside @xmath": len(MATH_ONLY.findall(outside.replace("_", "").replace("|", ""))),
+        "tex body words kept": None if kept is None else round(100 * kept, 1),
+        "pages": doc.pages,
+    }
+
+
+# --- the real papers ---------------------------------------------------------------------------
+
+@needs_samples
+@pytest.mark.parametrize("name", PAPER_NAMES)
+def test_real_paper_meets_the_judged_figures(name):
+    f = figures(name)
+    assert f["abstract 8-grams leaked"] == 0
+    assert not f["title in output"]
+    assert f["reference 8-grams leaked"] == 0
+    assert f["caption 6-grams leaked"] <= 2
+    assert f["running headers leaked"] == 0
+    assert f["ligature/control chars"] == 0
+    assert f["broken words"] <= 1
+    assert f["lowercase"]
+    assert f["@xcite"] > 0
+    assert f["numeric citations left"] == 0 and f["author-year citations left"] == 0
+    assert f["@xmath"] > 0 and f["math chars outside @xmath"] == 0
+    if f["tex body words kept"] is not None:
+        assert f["tex body words kept"] >= 95
+
+
+@needs_samples
+@pytest.mark.parametrize("name", PAPER_NAMES)
+def test_real_paper_parts(name):
+    doc, _ = model_input(name)
+    assert doc.title and doc.abstract and len(doc.sections) >= 4
+    abstract_words = words(normalised((PAPERS / f"{name}.abstract.txt").read_text()))
+    found = set(words(to_training_text(doc.abstract)[0]))
+    assert sum(w in found for w in abstract_words) >= 0.9 * len(abstract_words)
+    assert not any(re.match(r"(\d+\.?\s*)?references$", s, re.IGNORECASE) for s in doc.sections)
+
+
+@needs_samples
+def test_latex_source_parts():
+    doc = latex_document((PAPERS / "dv-cosine-sentiment.tex").read_text(), "p.tex")
+    assert doc.kind == "tex" and doc.title.startswith("Sentiment Classification")
+    assert doc.abstract.startswith("In document-level sentiment classification")
+    assert doc.sections[0] == "Introduction" and "Conclusion and Future Work" in doc.sections
+    text = to_model_text(doc).text
+    assert "@xcite" in text and "@xmath0" in text and "\\" not in text
+
+
+@needs_samples
+def test_latex_appendix_after_the_bibliography_only_when_asked():
+    source = (PAPERS / "dv-cosine-sentiment.tex").read_text()
+    short = latex_document(source, "p.tex").body
+    long = latex_document(source, "p.tex", keep_appendix=True).body
+    assert "weight update" not in short.lower() and len(long) > len(short)
+
+
+@needs_samples
+def test_latex_with_body_in_input_files_is_an_input_error():
+    with pytest.raises(InputError, match="inputs introduction"):
+        latex_document((PAPERS / "robust-sls-matni.tex").read_text(), "m.tex")
+
+
+# --- generated PDFs ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    return pdf_factory.build_all(tmp_path_factory.mktemp("pdfs"))
+
+
+@pytest.mark.parametrize("layout", ["one_column", "two_column"])
+def test_generated_paper_reads_in_order_without_furniture(generated, layout):
+    spec = generated[layout]
+    doc = extract(spec.path.read_bytes(), spec.path.name)
+    body = " ".join(doc.body.split())
+    assert doc.title == spec.title
+    assert " ".join(doc.abstract.split()) == spec.abstract
+    assert doc.sections == spec.sections
+    assert body == spec.body  # reading order, hyphenation, ligatures, no headers/captions/footnotes
+    for noise in spec.noise:
+        assert noise not in doc.body
+
+
+def test_generated_paper_keeps_appendix_only_when_asked(generated):
+    spec = generated["two_column"]
+    doc = extract(spec.path.read_bytes(), spec.path.name, keep_appendix=True)
+    assert spec.appendix in " ".join(doc.body.split())
+    assert spec.appendix not in extract(spec.path.read_bytes(), spec.path.name).body
+
+
+def test_generated_paper_hyphens(generated):
+    body = extract(generated["one_column"].path.read_bytes(), "x.pdf").body
+    assert "opposite" in body and "well-known" in body and "op-" not in body
+
+
+def test_max_pages(generated):
+    doc = extract(generated["two_column"].path.read_bytes(), "x.pdf", max_pages=1)
+    assert doc.pages == 1
+
+
+# --- inputs a user can get wrong -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name, message", [
+    ("encrypted-rc4-40-userpw.pdf", "encrypted PDF: pass the password with --password"),
+    ("not-a-pdf-garbage.pdf", "not a PDF"),
+    ("scanned-no-text-ccitt.pdf", "no text layer: OCR it first"),
+    ("zero-pages.pdf", "zero pages"),
+])
+def test_bad_pdfs_are_input_errors(name, message):
+    if not (EDGE / name).is_file():
+        pytest.skip("edge samples not present")
+    with pytest.raises(InputError, match=re.escape(message)):
+        extract((EDGE / name).read_bytes(), name)
+
+
+def test_encrypted_pdf_opens_with_its_password():
+    path = EDGE / "encrypted-rc4-40-userpw.pdf"
+    if not path.is_file():
+        pytest.skip("edge samples not present")
+    assert extract(path.read_bytes(), path.name, password="asdfzxcv").body.strip()
+
+
+def test_damaged_pdf_is_an_input_error(generated):
+    data = generated["one_column"].path.read_bytes()
+    with pytest.raises(InputError):
+        extract(data[: len(data) // 3], "cut.pdf")
+
+
+def test_text_inputs():
+    assert extract(b"  plain  text\n", "a.txt").body == "  plain  text\n"  # verbatim
+    with pytest.raises(InputError, match="empty input"):
+        extract(b" \n", "a.txt")
+    with pytest.raises(InputError, match="not UTF-8"):
+        extract(b"\xff\xfe\x00", "a.txt")
+    assert detect_kind(b"%PDF-1.5", "x") == "pdf" and detect_kind(b"x", "a.tex") == "tex"
+
+
+def test_pypdf_is_quiet_unless_verbose(generated, caplog):
+    import logging
+
+    extract(generated["one_column"].path.read_bytes(), "x.pdf")
+    assert logging.getLogger("pypdf").getEffectiveLevel() > logging.WARNING
+    extract(generated["one_column"].path.read_bytes(), "x.pdf", verbose=True)
+    assert logging.getLogger("pypdf").getEffectiveLevel() <= logging.WARNING
+    extract(generated["one_column"].path.read_bytes(), "x.pdf")
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli():
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:  # a group, so that "extract" is a subcommand as in the main CLI
+        pass
+
+    runner = CliRunner()
+    return lambda *args, **kw: runner.invoke(app, ["extract", *args], env={"COLUMNS": "100"}, **kw)
+
+
+def test_command_prints_the_model_input(cli, generated):
+    result = cli(str(generated["one_column"].path))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == to_model_text(extract(generated["one_column"].path.read_bytes(),
+                                                          "x.pdf")).text
+    assert result.stdout == result.stdout.lower() and result.stderr == ""
+
+
+def test_command_raw_and_stdin(cli):
+    result = cli("--raw", "-", input="The  Raw Text, as given.\n")
+    assert result.exit_code == 0 and result.stdout == "The  Raw Text, as given.\n\n"
+    normalised_out = cli("-", input="The Text, [3] as given.\n").stdout
+    assert normalised_out.strip() == "the text , @xcite as given ."
+
+
+def test_command_json_parts(cli, generated, tmp_path):
+    spec = generated["two_column"]
+    result = cli("--format", "json", "--model", str(tmp_path / "no-model"), str(spec.path))
+    assert result.exit_code == 0
+    parts = json.loads(result.stdout)
+    assert parts["title"] == spec.title and parts["sections"] == spec.sections
+    assert " ".join(parts["abstract"].split()) == spec.abstract
+    assert parts["pages"] == 2 and parts["characters"] == len(parts["body"]) and parts["tokens"] is None
+    assert parts["dropped"]["reference lines"] > 0
+    assert result.stderr.startswith("tokens not counted") and len(result.stderr.splitlines()) == 1
+
+
+def test_command_json_counts_tokens(cli, generated, tiny_model_dir):
+    result = cli("--format", "json", "--model", str(tiny_model_dir), str(generated["one_column"].path))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["tokens"] > 10
+
+
+def test_command_failures_are_one_line_and_exit_1(cli, generated, tmp_path):
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"oops")
+    result = cli(str(bad), str(generated["one_column"].path), str(tmp_path / "missing.pdf"))
+    assert result.exit_code == 1
+    assert result.stdout.strip()  # the good paper is still printed
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "not a PDF" in lines[0] and "cannot read" in lines[1]
+    assert "Traceback" not in result.stderr
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or PAPER_NAMES
+    table = {name: figures(name) for name in names}
+    keys = list(next(iter(table.values())))
+    print("| figure | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for key in keys:
+        print(f"| {key} | " + " | ".join(str(table[n][key]) for n in names) + " |")
