@@ -256,7 +256,24 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, fake_summa
 def test_rich_progress_when_stderr_is_a_terminal(tmp_path, fake_summarizer):
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), force_terminal=True, width=100)
-    progress = Progress.create(console, quiet=False, total=3)
-    assert type(progress).__name__ == "RichProgress"
-    progress.close()
+    paths = papers(tmp_path, {"a.txt": 2, "b.txt": 3, "c.txt": 1})
+    err = io.StringIO()
+    console = Console(file=err, force_terminal=True, width=100)
+    assert type(Progress.create(console, quiet=False, total=3)).__name__ == "RichProgress"
+    report = run(RunConfig(inputs=[str(p) for p in paths], timeout=0), load_summarizer=lambda: fake_summarizer,
+                 stdin=io.BytesIO(), stdout=io.StringIO(), console=console)
+    assert report.exit_code == 0 and "3 done, 0 skipped, 0 failed" in err.getvalue()
+
+
+def test_output_file_is_written_whole_and_not_at_all_when_nothing_was_summarized(tmp_path, fake_summarizer):
+    paths = papers(tmp_path, {"a.txt": 2, "b.txt": 3})
+    target = tmp_path / "out" / "all.jsonl"
+    report, out, _ = go(RunConfig(inputs=[str(p) for p in paths], output=target, format="jsonl", timeout=0),
+                        fake_summarizer)
+    assert report.exit_code == 0 and out == ""
+    assert len(target.read_text().splitlines()) == 2
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    report, _, _ = go(RunConfig(inputs=[str(empty)], output=tmp_path / "none.txt", timeout=0), fake_summarizer)
+    assert report.exit_code == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "empty.txt", "out"]

@@ -34,7 +34,7 @@ from arxsum.writers import (
 )
 
 DEFAULT_TIMEOUT_S = 120.0  # per-file extraction limit
-DEFAULT_MAX_PAGES = 300  # more pages than any arXiv paper needs: 16384 tokens are ~30 pages of text
+DEFAULT_MAX_PAGES = 100  # 16384 tokens are ~25 pages of text; more pages only cost time (2000-page PDFs)
 SORT_WINDOW = 8  # batches of this many are formed from a window of SORT_WINDOW * batch_size inputs
 
 
@@ -210,7 +210,8 @@ def open_sink(cfg: RunConfig, items: list, report: RunReport, todo: list[int], s
     """Where results go: one file each under --output-dir, else one stream (stdout or -o) in input order."""
     if cfg.output_dir is not None:
         return DirectorySink(cfg.output_dir, cfg.format, {i: report.outcomes[i].output for i in todo})
-    many = len(items) > 1
+    # several papers were asked for (even if one was found): a JSON array, `==> name <==` headers
+    many = len(items) > 1 or cfg.files_from is not None or any(Path(n).is_dir() for n in cfg.inputs)
     if cfg.output is not None:
         target = AtomicOutputFile(cfg.output)
         return _FileSink(OrderedSink(WRITERS[cfg.format](target.stream, many=many), todo), target)
@@ -225,8 +226,12 @@ class _FileSink:
         self.sink.put(index, result)
 
     def close(self) -> None:
-        self.sink.close()
-        self.target.commit()
+        """FILE appears if some summary was written (all of them, or those done before an interrupt)."""
+        if self.sink.writer.count:
+            self.sink.close()
+            self.target.commit()
+        else:
+            self.target.discard()
 
 
 def extract_options(cfg: RunConfig) -> ExtractOptions:

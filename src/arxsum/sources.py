@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -290,13 +291,16 @@ class _WorkerProcess:
 def _worker_main(conn) -> None:
     """The worker's loop: (bytes or a file's path, name, options) in, ("ok", Document) or ("err", reason) out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")  # stderr belongs to the parent's one-line reports
     while True:
         try:
             data, name, options = conn.recv()
         except (EOFError, OSError):
             return
         if options.verbose and not logging.getLogger().handlers:
+            warnings.simplefilter("default")
             logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="pypdf: %(message)s")
         try:
             if isinstance(data, Path):

@@ -193,6 +193,11 @@ class AtomicOutputFile:
                                         suffix=".arxsum-tmp")
         self.stream = os.fdopen(fd, "w", encoding="utf-8")
 
+    def discard(self) -> None:
+        if not self.stream.closed:
+            self.stream.close()
+            os.unlink(self.tmp)
+
     def commit(self) -> None:
         if self.stream.closed:
             return
