@@ -1,0 +1,155 @@
+"""The seed pipeline's side of `make bench`; runs only in the reference venv (.venv-ref).
+
+    .venv-ref/bin/python benchmarks/ref_bench.py SPEC.json           # one measurement, JSON on stdout
+    .venv-ref/bin/python benchmarks/ref_bench.py --save-tokenizer DIR  # rewrite DIR's tokenizer files
+
+The seed pipeline is transformers 4.40.2 + lsg-converter 0.1.9, used as its model card shows:
+`AutoTokenizer` + `LSGBartForConditionalGeneration.from_pretrained(dir)`, then `generate()` with
+every generation argument stated. This file imports nothing from arxsum (it is not installed here)
+and shares no code with benchmarks/bench.py: the spec's fields are the whole contract.
+
+SPEC.json (written by bench.py): checkpoint (directory), inputs (token id lists, one per paper),
+steps (min_length = max_length), num_beams, length_penalty, dtype, device, text (optional path:
+the extracted paper, tokenized for the tokenization row).
+
+Output, one JSON object on the last stdout line: import_s, load_s (imports included), tokenize_s, input_tokens, encoder_s,
+generate_s, decode_step_s, peak_rss_mb, gpu_peak_mb, tokens (generated ids per paper), versions.
+Each spec runs in a fresh process, so peak_rss_mb is this configuration's own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--save-tokenizer":
+        save_tokenizer(Path(argv[1]))
+        return 0
+    if len(argv) != 1:
+        print("usage: ref_bench.py SPEC.json | ref_bench.py --save-tokenizer DIR", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text())
+    print(json.dumps(measure(spec)))
+    return 0
+
+
+def save_tokenizer(directory: Path) -> None:
+    """Rewrite DIR's tokenizer (from vocab.json + merges.txt) as this transformers saves it, as the hub's
+    files were written: the tokenizer.json of a newer `tokenizers` may not load here."""
+    from transformers import BartTokenizerFast
+
+    quiet()
+    (directory / "tokenizer.json").unlink(missing_ok=True)
+    tok = BartTokenizerFast(vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"))
+    tok.save_pretrained(str(directory))
+
+
+def quiet() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # lsg-converter's PretrainedBartModel import
+
+
+def measure(spec: dict) -> dict:
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    start = time.perf_counter()  # load = the seed's imports (torch's is common to both sides) + tokenizer + weights
+    quiet()
+    from lsg_converter.bart.modeling_lsg_bart import LSGBartForConditionalGeneration
+    from transformers import AutoTokenizer
+
+    import_s = time.perf_counter() - start
+    if spec["dtype"] not in DTYPES:
+        raise SystemExit(f"unknown dtype {spec['dtype']!r}")
+    device = torch.device(spec["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("the reference venv's torch sees no CUDA device (.venv-ref installs the CPU build)")
+    dtype = getattr(torch, spec["dtype"])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["checkpoint"])
+    model = LSGBartForConditionalGeneration.from_pretrained(spec["checkpoint"], torch_dtype=dtype)
+    model = model.to(device).eval()
+    sync()
+    load_s = time.perf_counter() - start
+
+    tokenize_s = input_tokens = None
+    if spec.get("text"):
+        text = Path(spec["text"]).read_text(encoding="utf-8")
+        start = time.perf_counter()
+        encoded = tokenizer(text, truncation=True, max_length=model.config.max_position_embeddings,
+                            return_tensors="pt")
+        tokenize_s = time.perf_counter() - start
+        input_tokens = int(encoded["input_ids"].shape[1])
+
+    ids, mask = padded(spec["inputs"], model.config.pad_token_id, torch)
+    ids, mask = ids.to(device), mask.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    steps = spec["steps"]
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.get_encoder()(input_ids=ids, attention_mask=mask)
+        sync()
+        encoder_s = time.perf_counter() - start
+        start = time.perf_counter()
+        out = model.generate(input_ids=ids, attention_mask=mask, num_beams=spec["num_beams"],
+                             length_penalty=spec["length_penalty"], min_length=steps, max_length=steps,
+                             early_stopping=True, no_repeat_ngram_size=0, do_sample=False)
+        sync()
+        generate_s = time.perf_counter() - start
+    return {
+        "import_s": import_s,
+        "load_s": load_s,
+        "tokenize_s": tokenize_s,
+        "input_tokens": input_tokens,
+        "encoder_s": encoder_s,
+        "generate_s": generate_s,
+        # generate() runs the encoder once more, then steps - 1 decoder steps (the start token is given)
+        "decode_step_s": max(generate_s - encoder_s, 0.0) / max(steps - 1, 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "tokens": [strip_padding(row, model.config.pad_token_id) for row in out.tolist()],
+        "threads": torch.get_num_threads(),
+        "versions": versions(torch),
+    }
+
+
+def padded(inputs: list[list[int]], pad: int, torch):
+    """Token id lists -> right-padded ids and attention mask (B, T), as the tokenizer pads a batch."""
+    longest = max(len(row) for row in inputs)
+    ids = torch.full((len(inputs), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), longest), dtype=torch.long)
+    for i, row in enumerate(inputs):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def strip_padding(row: list[int], pad: int) -> list[int]:
+    """generate() pads shorter hypotheses of a batch on the right; arxsum returns them unpadded."""
+    while row and row[-1] == pad:
+        row = row[:-1]
+    return row
+
+
+def versions(torch) -> dict:
+    from importlib.metadata import version
+
+    return {"torch": torch.__version__, "transformers": version("transformers"),
+            "lsg_converter": version("lsg-converter")}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
