@@ -42,6 +42,12 @@ def test_glob_chooses_the_files_of_a_folder(tmp_path):
     assert [Path(f.name).name for f in discover([str(root)], globs=["sub/*"])] == ["d.txt", "e.PDF"]  # fnmatch: * crosses folders
 
 
+def test_the_output_folder_is_not_searched_for_papers(tmp_path):
+    root = make_tree(tmp_path / "papers")
+    found = discover([str(root)], exclude=root / "sub")
+    assert [Path(f.name).name for f in found] == ["a.pdf", "b.txt", "c.tex", "notes.md"]
+
+
 def test_a_folder_with_no_papers_and_a_missing_path_are_bad_inputs_in_place(tmp_path):
     (tmp_path / "empty").mkdir()
     good = tmp_path / "p.txt"

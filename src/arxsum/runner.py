@@ -180,7 +180,7 @@ def gather_inputs(cfg: RunConfig, stdin: BinaryIO) -> list[Source | BadInput]:
                 raise OptionsError(f"cannot read --files-from {cfg.files_from}: {e}") from None
     if not names:
         raise OptionsError("no inputs: name files, folders or arXiv ids, or - for stdin (see --help)")
-    return discover(names, globs=cfg.globs)
+    return discover(names, globs=cfg.globs, exclude=cfg.output_dir)
 
 
 def _text(stream: BinaryIO):

@@ -52,11 +52,15 @@ class BadInput:
 
 # -- discovery ---------------------------------------------------------------------------------
 
-def discover(names: Iterable[str], *, globs: list[str] | None = None) -> list[Source | BadInput]:
-    """Expand the user's names, in order: `-`, files, directories (recursive), arXiv ids and URLs."""
+def discover(names: Iterable[str], *, globs: list[str] | None = None,
+             exclude: Path | None = None) -> list[Source | BadInput]:
+    """Expand the user's names, in order: `-`, files, directories (recursive), arXiv ids and URLs.
+
+    Folder searches skip `exclude` (the output folder), so summaries are never read back as papers.
+    """
     found: list[Source | BadInput] = []
     for name in names:
-        found.extend(_expand(name, globs))
+        found.extend(_expand(name, globs, exclude.resolve() if exclude is not None else None))
     return assign_outputs(found)
 
 
@@ -65,12 +69,13 @@ def read_names(stream) -> list[str]:
     return [line.strip() for line in stream.read().splitlines() if line.strip()]
 
 
-def _expand(name: str, globs: list[str] | None) -> list[Source | BadInput]:
+def _expand(name: str, globs: list[str] | None, exclude: Path | None) -> list[Source | BadInput]:
     if name == "-":
         return [Source(name="-", kind="stdin", rel=PurePosixPath("stdin"))]
     path = Path(name)
     if path.is_dir():
-        files = list(walk_papers(path, globs))
+        files = [f for f in walk_papers(path, globs)
+                 if exclude is None or not f.resolve().is_relative_to(exclude)]
         if not files:
             wanted = ", ".join(globs) if globs else ", ".join(PAPER_SUFFIXES)
             return [BadInput(name, f"directory holds no papers ({wanted})")]
