@@ -104,7 +104,7 @@ def mark_implicit_math(text: str, found: list[str]) -> tuple[str, list[str]]:
     tokens = text.split()
     is_math = [_is_math_token(t) for t in tokens]
     for _ in range(2):  # "+" between two formulas, "x" before "∈ R", "1" after "=" belong to them
-        for i, tok in enumerate(tokens):
+        for i in range(len(tokens)):
             if not is_math[i] and _joins_math(tokens, is_math, i):
                 is_math[i] = True
     spans: list[str] = []
