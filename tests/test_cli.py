@@ -169,3 +169,15 @@ def test_auto_device_without_cuda_notes_the_cpu(cli, tiny_model_dir, paper_files
     result = cli(paper_files[3], "--model", tiny_model_dir, *GEN[2:])
     assert result.exit_code == 0 and "no CUDA device found; running on CPU" in result.stderr
     assert "running on CPU" not in result.stdout
+
+
+def test_an_internal_error_is_one_line_outside_tests(cli, paper_files, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr("arxsum.cli.run", broken)
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    result = cli(paper_files[0])
+    assert result.exit_code == 1
+    assert result.stderr == ("arxsum: error: internal error (ZeroDivisionError: division by zero); "
+                             "ARXSUM_DEBUG=1 shows the traceback\n")

@@ -95,8 +95,9 @@ def test_extraction_runs_in_a_worker_and_a_slow_file_is_killed_without_stopping_
         with pytest.raises(InputError, match="longer than 0.01s"):
             slow.result(timeout=60)
         extractor.timeout = 60
-        doc, seconds = extractor.submit(Source(name=str(good), kind="file", path=good)).result(timeout=60)
-    assert doc.body == "a short paper body" and doc.source == str(good)
+        paper = extractor.submit(Source(name=str(good), kind="file", path=good)).result(timeout=60)
+    assert paper.doc.body == "a short paper body" and paper.doc.source == str(good)
+    assert paper.model_text is not None and paper.seconds > 0
 
 
 @pytest.mark.parametrize("name, reason", [
@@ -116,5 +117,5 @@ def test_bad_pdfs_fail_with_one_line_from_the_worker(name, reason):
 def test_password_opens_an_encrypted_pdf():
     path = SAMPLES / "edge" / "encrypted-rc4-40-userpw.pdf"
     with Extractor(ExtractOptions(password="asdfzxcv"), timeout=0) as extractor:
-        doc, _ = extractor.submit(Source(name=str(path), kind="file", path=path)).result(timeout=60)
-    assert doc.body.strip()
+        paper = extractor.submit(Source(name=str(path), kind="file", path=path)).result(timeout=60)
+    assert paper.doc.body.strip()

@@ -203,9 +203,10 @@ def resolve_auto_device(console: Console, quiet: bool) -> str:
 
 
 class _errors_to_exit_codes:
-    """ArxsumError -> one line on stderr and exit 2 (bad option) or 1; Ctrl-C -> 130.
+    """ArxsumError -> one line on stderr and exit 2 (bad option) or 1; Ctrl-C -> 130; a bug -> one
+    line and exit 1.
 
-    ARXSUM_DEBUG=1 lets the exception through with its traceback.
+    ARXSUM_DEBUG=1 (and running under pytest) lets the exception through with its traceback.
     """
 
     def __init__(self, console: Console) -> None:
@@ -224,7 +225,12 @@ class _errors_to_exit_codes:
         if isinstance(error, ArxsumError) and not debug:
             self.console.print(f"arxsum: error: {error}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2 if isinstance(error, OptionsError) else 1)
-        return False
+        if debug or "PYTEST_CURRENT_TEST" in os.environ or not isinstance(error, Exception):
+            return False  # a bug: its traceback, under tests and ARXSUM_DEBUG=1
+        message = " ".join(str(error).split())[:300]
+        self.console.print(f"arxsum: error: internal error ({type(error).__name__}: {message}); "
+                           "ARXSUM_DEBUG=1 shows the traceback", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 class _sigterm_as_interrupt:

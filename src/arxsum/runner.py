@@ -235,8 +235,8 @@ class _FileSink:
 
 
 def extract_options(cfg: RunConfig) -> ExtractOptions:
-    return ExtractOptions(password=cfg.password, max_pages=cfg.max_pages,
-                          keep_appendix=cfg.keep_appendix, verbose=cfg.verbose)
+    return ExtractOptions(password=cfg.password, max_pages=cfg.max_pages, keep_appendix=cfg.keep_appendix,
+                          verbose=cfg.verbose, normalize=not cfg.raw)
 
 
 def windows(indices: list[int], engine: Engine) -> Iterator[list[int]]:
@@ -254,12 +254,14 @@ def windows(indices: list[int], engine: Engine) -> Iterator[list[int]]:
 
 def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: Engine,
             report: RunReport, sink, progress: Progress) -> Job | None:
-    """Steps 3-4, read/extract and normalise: a Job, or None after recording the failure."""
+    """Steps 3-4, read/extract and normalise (both in the Extractor, under the time limit), count
+    tokens: a Job, or None after recording the failure. --raw: the extracted body, untouched."""
     try:
-        doc, seconds = future.result()
+        paper = future.result()
+        doc, seconds = paper.doc, paper.seconds
         for warning in doc.warnings:
             progress.note(f"{source.name}: {warning}")
-        text, math_ = model_text(doc, raw=cfg.raw)
+        text, math_ = (doc.body, []) if cfg.raw else (paper.model_text.text, list(paper.model_text.math))
         if not text.strip():
             raise InputError("no text left after extraction")
         tokens = engine.count_tokens(text)
@@ -274,16 +276,6 @@ def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: 
         fail(index, f"{type(e).__name__}: {_reason(e)}", report, sink, progress)
         return None
     return Job(index, source, doc, text, math_, tokens, seconds)
-
-
-def model_text(doc: Document, *, raw: bool) -> tuple[str, list[str]]:
-    """--raw: the extracted body untouched; otherwise the training-style text (@xmath...)."""
-    if raw:
-        return doc.body, []
-    from arxsum.normalize import to_model_text
-
-    mt = to_model_text(doc)
-    return mt.text, list(mt.math)
 
 
 def make_batches(jobs: list[Job], batch_size: int) -> Iterator[list[Job]]:

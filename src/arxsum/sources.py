@@ -24,7 +24,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 from arxsum.arxiv import ArxivClient, cache_name, parse_arxiv_id
-from arxsum.document import Document
+from arxsum.document import Document, ModelText
 from arxsum.errors import InputError
 
 PAPER_SUFFIXES = (".pdf", ".txt", ".md", ".tex")  # what a directory search picks up by default
@@ -159,6 +159,27 @@ class ExtractOptions:
     max_pages: int | None = None
     keep_appendix: bool = False
     verbose: bool = False
+    normalize: bool = True  # also make the model text (to_model_text); False for --raw
+
+
+@dataclass
+class Extracted:
+    """One input, read: its Document and, unless --raw, the normalised text the model will see."""
+
+    doc: Document
+    model_text: ModelText | None
+    seconds: float = 0.0
+
+
+def extract_paper(data: bytes, name: str, options: ExtractOptions) -> Extracted:
+    """Extraction and normalisation together, so the per-file time limit covers both."""
+    doc = extract_document(data, name, options)
+    model_text = None
+    if options.normalize:
+        from arxsum.normalize import to_model_text
+
+        model_text = to_model_text(doc)
+    return Extracted(doc, model_text)
 
 
 def extract_document(data: bytes, name: str, options: ExtractOptions) -> Document:
@@ -181,7 +202,7 @@ def _extraction_name(source: Source) -> str:
 class Extractor:
     """Reads and extracts inputs in the background, `workers` at a time, each under `timeout` s.
 
-    `submit(source)` returns a Future of a Document (or of an InputError). With `timeout` > 0 each
+    `submit(source)` returns a Future of an `Extracted` (or of an InputError). With `timeout` > 0 each
     extraction runs in a worker process that is killed when it overruns (pypdf has had many
     crafted-file hangs); with `timeout` == 0 extraction runs in-process, with no limit.
     """
@@ -201,7 +222,7 @@ class Extractor:
     def submit(self, source: Source) -> Future:
         return self._threads.submit(self._extract_one, source)
 
-    def _extract_one(self, source: Source) -> tuple[Document, float]:
+    def _extract_one(self, source: Source) -> Extracted:
         if self._closed:
             raise InputError("interrupted")
         name = _extraction_name(source)
@@ -209,13 +230,14 @@ class Extractor:
             # files are read by the worker: no copy through the pipe, and a stuck read is timed too
             data = source.path if source.kind == "file" else read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
             started = time.perf_counter()
-            doc = self._worker().extract(data, name, self.options, self.timeout)
+            paper = self._worker().extract(data, name, self.options, self.timeout)
         else:
             data = read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
             started = time.perf_counter()
-            doc = extract_document(data, name, self.options)
-        doc.source = source.name
-        return doc, time.perf_counter() - started
+            paper = extract_paper(data, name, self.options)
+        paper.doc.source = source.name
+        paper.seconds = time.perf_counter() - started
+        return paper
 
     def _worker(self) -> _WorkerProcess:
         worker = getattr(self._local, "worker", None)
@@ -262,7 +284,7 @@ class _WorkerProcess:
         self.proc.start()
         child.close()
 
-    def extract(self, data: bytes | Path, name: str, options: ExtractOptions, timeout: float) -> Document:
+    def extract(self, data: bytes | Path, name: str, options: ExtractOptions, timeout: float) -> Extracted:
         if self.proc is None or not self.proc.is_alive():
             self._start()
         try:
@@ -294,7 +316,7 @@ class _WorkerProcess:
 
 
 def _worker_main(conn) -> None:
-    """The worker's loop: (bytes or a file's path, name, options) in, ("ok", Document) or ("err", reason) out."""
+    """The worker's loop: (bytes or a file's path, name, options) in, ("ok", Extracted) or ("err", reason) out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.getLogger("pypdf").setLevel(logging.ERROR)
@@ -310,7 +332,7 @@ def _worker_main(conn) -> None:
         try:
             if isinstance(data, Path):
                 data = read_bytes(Source(name=name, kind="file", path=data))
-            reply = ("ok", extract_document(data, name, options))
+            reply = ("ok", extract_paper(data, name, options))
         except InputError as e:
             reply = ("err", str(e))
         except Exception as e:  # a bug or a pypdf crash on a crafted file: one line, the batch goes on
