@@ -238,7 +238,7 @@ def test_gpu_batch_size_comes_from_free_memory(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
     per_paper = estimate_paper_bytes(16384, num_beams=5)
-    assert per_paper == (6 * 2 * 16384 * 768 * 5 + 16 * 16384 * 768) * 4
+    assert per_paper == (32 * 16384 * 768 + 6 * 2 * 16384 * 768 + 6 * 2 * 5 * 320 * 768) * 4  # ~2.3 GiB
     from arxsum.decoding import GenerationOptions
 
     assert default_batch_size(Gpu(), 16384, GenerationOptions()) == int(0.7 * 40 * 2**30 // per_paper)

@@ -119,3 +119,20 @@ def test_password_opens_an_encrypted_pdf():
     with Extractor(ExtractOptions(password="asdfzxcv"), timeout=0) as extractor:
         paper = extractor.submit(Source(name=str(path), kind="file", path=path)).result(timeout=60)
     assert paper.doc.body.strip()
+
+
+def test_a_worker_that_dies_fails_its_file_in_one_line_and_is_replaced(tmp_path):
+    import time
+
+    good = tmp_path / "good.txt"
+    good.write_text("body")
+    paper = SAMPLES / "papers" / "robust-sls-matni.pdf"
+    with Extractor(ExtractOptions(), timeout=60, workers=1) as extractor:
+        future = extractor.submit(Source(name=str(paper), kind="file", path=paper))
+        deadline = time.monotonic() + 30
+        while not (extractor._procs and extractor._procs[0].proc is not None) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        extractor._procs[0].proc.kill()  # what a segfault in a PDF library looks like from here
+        with pytest.raises(InputError, match="extraction crashed"):
+            future.result(timeout=60)
+        assert extractor.submit(Source(name=str(good), kind="file", path=good)).result(timeout=60).doc.body == "body"

@@ -404,7 +404,10 @@ def release_cuda_cache() -> None:
 
 
 def default_batch_size(summarizer, max_input_tokens: int, options: GenerationOptions) -> int:
-    """1 on CPU; on CUDA as many worst-case (max_input_tokens) papers as fit in 70% of free memory."""
+    """1 on CPU; on CUDA as many worst-case (max_input_tokens) papers as fit in 70% of free memory.
+
+    The estimate is rough on purpose; a wrong guess costs one CUDA out-of-memory and a halving.
+    """
     device = str(getattr(summarizer, "device", "cpu"))
     if not device.startswith("cuda"):
         return 1
@@ -412,23 +415,27 @@ def default_batch_size(summarizer, max_input_tokens: int, options: GenerationOpt
 
     free, _total = torch.cuda.mem_get_info(torch.device(device))
     config = getattr(getattr(summarizer, "model", None), "config", None)
-    dtype = next(summarizer.model.parameters()).dtype if hasattr(summarizer, "model") else torch.float32
+    dtype = getattr(summarizer, "dtype", torch.float32)
     per_paper = estimate_paper_bytes(
-        max_input_tokens, num_beams=options.num_beams,
+        max_input_tokens, num_beams=options.num_beams, max_length=options.max_length,
         d_model=getattr(config, "d_model", 768), layers=getattr(config, "decoder_layers", 6),
         bytes_per_value=torch.tensor([], dtype=dtype).element_size())
     return max(1, min(64, int(0.7 * free // per_paper)))
 
 
-def estimate_paper_bytes(tokens: int, *, num_beams: int, d_model: int = 768, layers: int = 6,
-                         bytes_per_value: int = 4) -> int:
-    """GPU memory one paper needs, roughly: the cross-attention keys and values that every beam keeps
-    for every decoder layer (layers x 2 x tokens x d_model), plus the encoder's transient activations
-    (about 16 x tokens x d_model: hidden states, the 4 x d_model feed-forward, attention blocks).
+def estimate_paper_bytes(tokens: int, *, num_beams: int, max_length: int = 320, d_model: int = 768,
+                         layers: int = 6, bytes_per_value: int = 4) -> int:
+    """GPU memory one paper needs, roughly, in three parts (T tokens, D = d_model, L decoder layers):
+
+    - the encoder's transient activations, ~32 x T x D: hidden states, the 4D feed-forward, and LSG's
+      block-local attention scores (T x ~3 blocks of 256 + globals, per head);
+    - the cross-attention keys and values, L x 2 x T x D, computed once and shared by the beams;
+    - the decoder's self-attention cache, L x 2 x beams x max_length x D.
     """
-    cross_kv = layers * 2 * tokens * d_model * num_beams
-    encoder = 16 * tokens * d_model
-    return (cross_kv + encoder) * bytes_per_value
+    encoder = 32 * tokens * d_model
+    cross_kv = layers * 2 * tokens * d_model
+    self_kv = layers * 2 * num_beams * max_length * d_model
+    return (encoder + cross_kv + self_kv) * bytes_per_value
 
 
 # -- progress and the final report -----------------------------------------------------------

@@ -279,10 +279,11 @@ class _WorkerProcess:
 
     def _start(self) -> None:
         ctx = _mp_context()
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="arxsum-extract")
-        self.proc.start()
+        conn, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="arxsum-extract")
+        proc.start()
         child.close()
+        self.conn, self.proc = conn, proc
 
     def extract(self, data: bytes | Path, name: str, options: ExtractOptions, timeout: float) -> Extracted:
         if self.proc is None or not self.proc.is_alive():
