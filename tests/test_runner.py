@@ -277,3 +277,16 @@ def test_output_file_is_written_whole_and_not_at_all_when_nothing_was_summarized
     report, _, _ = go(RunConfig(inputs=[str(empty)], output=tmp_path / "none.txt", timeout=0), fake_summarizer)
     assert report.exit_code == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "empty.txt", "out"]
+
+
+def test_a_summary_that_cannot_be_written_fails_that_paper_only(tmp_path, fake_summarizer):
+    paths = papers(tmp_path / "in", {"a.txt": 2, "b.txt": 3})
+    out_dir = tmp_path / "out"
+    (out_dir / "a.json").mkdir(parents=True)  # something in the way of a's summary
+    (out_dir / "a.json" / "x").write_text("")
+    cfg = RunConfig(inputs=[str(p) for p in paths], output_dir=out_dir, format="json", timeout=0,
+                    overwrite=True)
+    report, _, _ = go(cfg, fake_summarizer)
+    assert [o.status for o in report.outcomes] == ["failed", "done"]
+    assert report.outcomes[0].reason.startswith("cannot write its summary")
+    assert not list(out_dir.glob(".*arxsum-tmp"))

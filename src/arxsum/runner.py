@@ -264,16 +264,18 @@ def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: 
         text, math_ = (doc.body, []) if cfg.raw else (paper.model_text.text, list(paper.model_text.math))
         if not text.strip():
             raise InputError("no text left after extraction")
-        tokens = engine.count_tokens(text)
-    except (ArxsumError, OSError) as e:
-        if not isinstance(e, InputError) and isinstance(e, ArxsumError):
-            raise  # a model or option problem concerns every input: stop with its message
-        fail(index, _reason(e), report, sink, progress)
+    except Exception as e:
+        if debug() and not isinstance(e, InputError):
+            raise
+        fail(index, _failure_reason(e), report, sink, progress)
         return None
+    engine.load()  # a model or option problem concerns every input: it stops the run with its message
+    try:
+        tokens = engine.count_tokens(text)
     except Exception as e:
         if debug():
             raise
-        fail(index, f"{type(e).__name__}: {_reason(e)}", report, sink, progress)
+        fail(index, _failure_reason(e), report, sink, progress)
         return None
     return Job(index, source, doc, text, math_, tokens, seconds)
 
@@ -293,7 +295,11 @@ def settle(job: Job, result, report: RunReport, sink, progress: Progress) -> Non
     if isinstance(result, str):
         fail(job.index, result, report, sink, progress)
         return
-    sink.put(job.index, result)
+    try:
+        sink.put(job.index, result)
+    except OSError as e:  # disk full, permission denied: this paper's summary is lost, say so
+        fail(job.index, f"cannot write its summary: {e.strerror or e}", report, sink, progress)
+        return
     report.outcomes[job.index].status = "done"
     progress.done(job.source.name, result)
 
@@ -303,6 +309,11 @@ def fail(index: int, reason: str, report: RunReport, sink, progress: Progress) -
     outcome.status, outcome.reason = "failed", reason
     sink.put(index, None)
     progress.failed(outcome.name, reason)
+
+
+def _failure_reason(e: BaseException) -> str:
+    """One line: our own errors say it themselves; anything else (OSError, a crash) names its type."""
+    return _reason(e) if isinstance(e, ArxsumError) else f"{type(e).__name__}: {_reason(e)}"
 
 
 def _reason(e: BaseException) -> str:
@@ -320,6 +331,9 @@ class Engine:
         self._summarizer = None
         self.batch_size = cfg.batch_size or 1
         self.max_input_tokens: int | None = None
+
+    def load(self):
+        return self.summarizer
 
     @property
     def summarizer(self):
@@ -370,7 +384,7 @@ class Engine:
                 raise
             if len(batch) > 1:  # find the paper at fault: the others still get their summaries
                 return [out for job in batch for out in self._generate([job])]
-            return [_reason(e) if isinstance(e, ArxsumError) else f"{type(e).__name__}: {_reason(e)}"]
+            return [_failure_reason(e)]
 
     def _result(self, job: Job, summary, share: float) -> Result:
         text = summary.text if self.cfg.raw else readable_summary(summary.text, job.math)
