@@ -148,7 +148,7 @@ def figures(name: str) -> dict:
         "@xcite": out.count("@xcite"),
         "numeric citations left": len(re.findall(r"\[ \d+(?: [,-] \d+)* \]", out)),
         "author-year citations left": len(re.findall(
-            r"\b(?:et al \.|[a-z]+ (?:and|&) [a-z]+) ,? \(? (?:19|20)\d\d[a-z]?\b", out)),
+            r"\b(?:et al \.|[a-z]+ (?:and|&) [a-z]+)(?: ,)?(?: \()? (?:19|20)\d\d[a-z]?\b", out)),
         "@xmath": len(re.findall(r"@xmath\d+", out)),
         "math chars outside @xmath": len(MATH_ONLY.findall(outside.replace("_", "").replace("|", ""))),
         "tex body words kept": None if kept is None else round(100 * kept, 1),

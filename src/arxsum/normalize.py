@@ -24,12 +24,15 @@ EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 LATEX_CITE = re.compile(r"\\(?:no)?cite[a-zA-Z]*\*?(?:\[[^\]]*\]){0,2}\{[^}]*\}")
 NUMERIC_CITE = re.compile(r"\[\s*\d{1,3}(?:\s*[-–,;]\s*\d{1,3})*\s*\]")
 ALPHA_CITE = re.compile(r"\[[A-Z][A-Za-z+]{1,8}\s?\d{2,4}[a-z]?(?:\s*[,;]\s*[A-Z][A-Za-z+]{1,8}\s?\d{2,4}[a-z]?)*\]")
-_NAME = r"(?:(?:de|van|von|der|den|le|la|di|da|del)\s+)*[A-Z][\w'’`´¨\-]*[a-zà-ÿ][\w'’\-]*"
+_NAME = r"(?:(?:de|van|von|der|den|le|la|di|da|del)\s+)*[A-Z\u00c0-\u00de\u0100-\u017f][\w'’`´¨\-]*[a-zà-ÿ\u0100-\u017f][\w'’\-]*"
 _AUTHORS = rf"{_NAME}(?:\s+et\s+al\.?|(?:\s*,\s*{_NAME})*\s*(?:,?\s*(?:and|&)\s+{_NAME}))?"
 _YEAR = r"(?:19|20)\d{2}[a-z]?(?:\s*,\s*(?:(?:19|20)\d{2}[a-z]?|[a-z]))*"
 _ONE = rf"{_AUTHORS}\s*,?\s*{_YEAR}"
 _PREFIX = r"(?:(?:e\.\s?g\.|i\.\s?e\.|see(?:\s+also)?|cf\.|c\.f\.|also)\s*,?\s*)?"
 PAREN_CITE = re.compile(rf"\(\s*{_PREFIX}{_ONE}(?:\s*[;,]\s*{_PREFIX}{_ONE})*\s*\)")
+_MONTHS = r"(?!(?:January|February|March|April|May|June|July|August|September|October|November|December)\b)"
+LOOSE_CITE = re.compile(rf"\b{_MONTHS}{_NAME}(?:\s+et\s+al\.?|\s*(?:,\s*{_NAME}\s*)*,?\s*(?:and|&)\s+{_NAME})"
+                        rf"\s*,?\s*{_YEAR}\b")
 INNER_CITE = re.compile(rf"(?<=[(;,]\s){_ONE}(?=\s*[;)])|(?<=[(;,]){_ONE}(?=\s*[;)])")
 TEXT_CITE = re.compile(rf"\b{_AUTHORS}\s*(?:\(\s*{_YEAR}\s*\)|\[\s*\d{{1,3}}(?:\s*[-–,]\s*\d{{1,3}})*\s*\])")
 EXPLICIT_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
@@ -39,7 +42,8 @@ MATH_ONLY = re.compile(
     "\u2100-\u214f\U0001d400-\U0001d7ff±×÷√∞∂∇′″‖⟨⟩·−=<>^_|]"
 )
 WORDLIKE_MATH = re.compile(r"^[A-Za-z]$")  # a one-letter word: math only between other math
-ASCII_OPERATOR = re.compile(r"^[+\-*/=<>≤≥]$")
+SYMBOLS = re.compile(r"^[()\[\]{}+\-*/=<>≤≥|]+$")  # operators and brackets standing alone
+MATH_WORDS = frozenset("log exp sin cos tan sinh cosh tanh max min argmax argmin arg lim sup inf det tr ln".split())
 OPERATOR_END = re.compile(r"[=<>+×≤≥∈⊂⊆≈∼→≠−*/]$")
 OPERATOR_START = re.compile(r"^[=<>+×≤≥∈⊂⊆≈∼→≠−*/]")
 
@@ -57,6 +61,7 @@ def to_training_text(text: str) -> tuple[str, list[str]]:
     text = remove_urls_and_emails(text)
     text = replace_citations(text)
     text, found = mark_explicit_math(text)
+    text = re.sub(r"(?:^|(?<=\s))[•∙◦▪‣]\s", " ", text)  # list bullets
     text, spans = mark_implicit_math(text, found)
     text = space_punctuation(text).lower()
     return number_math(text, spans)
@@ -75,6 +80,7 @@ def replace_citations(text: str) -> str:
     text = ALPHA_CITE.sub(" @xcite ", text)
     text = PAREN_CITE.sub(" @xcite ", text)
     text = INNER_CITE.sub(" @xcite ", text)
+    text = LOOSE_CITE.sub(" @xcite ", text)
     # what is left of partly replaced groups: "( @xcite ; @xcite )", "@xcite , @xcite"
     for _ in range(3):
         text = re.sub(r"@xcite\s*[;,]\s*@xcite", "@xcite", text)
@@ -118,7 +124,7 @@ def mark_implicit_math(text: str, found: list[str]) -> tuple[str, list[str]]:
         j = i
         while j < len(tokens) and is_math[j]:
             j += 1
-        lead, run, trail = _trim_run(" ".join(tokens[i:j]))
+        lead, run, trail = _trim_run(" ".join(tokens[i:j]), found)
         if run:
             spans.append(_expand_marks(run, found))
             out.append(f"{lead} {MATH_MARK}{len(spans) - 1}{MATH_MARK} {trail}".strip())
@@ -129,12 +135,20 @@ def mark_implicit_math(text: str, found: list[str]) -> tuple[str, list[str]]:
 
 
 def _joins_math(tokens: list[str], is_math: list[bool], i: int) -> bool:
+    """Whether a word next to math belongs to it: '+', '(', 'x' before '∈ R', '1' after '=', 'log'."""
     tok = tokens[i]
     before = i > 0 and is_math[i - 1]
     after = i + 1 < len(tokens) and is_math[i + 1]
-    if ASCII_OPERATOR.match(tok) or WORDLIKE_MATH.match(tok) and tok not in "aAI":
-        if before and after:
-            return True
+    if not (before or after):
+        return False
+    if SYMBOLS.match(tok):
+        left = before or i > 0 and bool(SYMBOLS.match(tokens[i - 1]))
+        right = after or i + 1 < len(tokens) and bool(SYMBOLS.match(tokens[i + 1]))
+        return left and right
+    if tok.lower() in MATH_WORDS:
+        return True
+    if WORDLIKE_MATH.match(tok) and tok not in "aAI" and before and after:
+        return True
     if WORDLIKE_MATH.match(tok) and tok not in "aAI" or re.fullmatch(r"\(?[\d.]+\)?[,.;]?", tok):
         return (before and OPERATOR_END.search(tokens[i - 1]) is not None) or \
             (after and OPERATOR_START.match(tokens[i + 1]) is not None)
@@ -149,16 +163,21 @@ def _is_math_token(token: str) -> bool:
     return not re.fullmatch(r"[-–—=_|<>^]+", token) or len(token) == 1 and token in "=<>"
 
 
-def _trim_run(run: str) -> tuple[str, str, str]:
+def _trim_run(run: str, found: list[str]) -> tuple[str, str, str]:
     """Sentence punctuation around a formula stays outside it: '(', ',', '.', ')' ..."""
     lead = ""
     trail = ""
-    while run and run[-1] in ".,;:" or run.endswith(")") and run.count(")") > run.count("("):
+
+    def unbalanced(close: str, open_: str) -> bool:
+        expanded = _expand_marks(run, found)
+        return expanded.count(close) > expanded.count(open_)
+
+    while run and run[-1] in ".,;:" or run.endswith(")") and unbalanced(")", "("):
         trail = run[-1] + trail
         run = run[:-1].rstrip()
     while run and run[0] in "([":
         close = ")" if run[0] == "(" else "]"
-        if run.count(run[0]) <= run.count(close):
+        if not unbalanced(run[0], close):
             break
         lead += run[0]
         run = run[1:].lstrip()

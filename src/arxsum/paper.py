@@ -29,7 +29,7 @@ REFERENCES = re.compile(
 APPENDIX = re.compile(r"^(appendix|appendices|supplementary)\b|^[A-H](\.\d+)*\.?\s+[A-Z]", re.IGNORECASE)
 CAPTION = re.compile(r"^(figure|fig\.|table|tab\.|algorithm)\s*[A-Z]?\d+(\.\d+)?\s*[:.|]", re.IGNORECASE)
 KEYWORDS = re.compile(r"^(key\s?words|index terms|subject headings)\b", re.IGNORECASE)
-SMALL_PRINT = 0.9  # lines set this much smaller than the body are footnotes, tables, labels
+SMALL_PRINT = 0.93  # lines set this much smaller than the body are footnotes, tables, labels
 # Words that commonly start or end a real hyphenated compound: a line-end hyphen between them stays.
 COMPOUND_FIRST = frozenset(
     "well self state high low large small real two three four one single double "
@@ -377,14 +377,17 @@ def _compose_accents(text: str) -> str:
         letter = "i" if m.group(2) == "ı" else m.group(2)
         return unicodedata.normalize("NFC", letter + SPACING_ACCENTS[m.group(1)])
 
-    return re.sub(r"([¨´`ˆ˜ˇ˚˘˙])\s?([A-Za-zı])", compose, text)
+    text = re.sub(r"([¨´`ˆ˜ˇ˚˘˙])\s?([A-Za-zı])", compose, text)
+    # TeX sets the cedilla and the ogonek after their letter: "s¸ims¸ek" -> "şimşek"
+    return re.sub(r"([A-Za-z])([¸˛])", lambda m: unicodedata.normalize(
+        "NFC", m.group(1) + ("\u0327" if m.group(2) == "¸" else "\u0328")), text)
 
 
 def vocabulary(lines: list[Line]) -> set[str]:
     """Lowercased words seen inside lines (not cut at a line end), hyphenated ones included."""
     words: set[str] = set()
     for ln in lines:
-        tokens = clean(ln.text).split()
+        tokens = clean(ln.text).split()[1:]  # the first may be the end of a word cut above
         for tok in tokens[:-1] if tokens and tokens[-1].endswith("-") else tokens:
             word = tok.strip(".,;:()[]{}\"'“”‘’!?").lower()
             words.add(word)
@@ -427,4 +430,5 @@ def keep_hyphen(first: str, second: str, vocab: set[str]) -> bool:
         return False
     if a in COMPOUND_FIRST or b in COMPOUND_SECOND:
         return True
-    return len(a) >= 4 and len(b) >= 4 and a in vocab and b in vocab
+    # two words of the paper ("negative-energy"); TeX's breaks leave a non-word after the hyphen
+    return len(a) >= 3 and len(b) >= 3 and a in vocab and b in vocab
