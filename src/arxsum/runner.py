@@ -20,7 +20,7 @@ from rich.console import Console
 
 from arxsum.arxiv import ArxivClient
 from arxsum.decoding import GenerationOptions
-from arxsum.document import Document
+from arxsum.document import Document, ModelText
 from arxsum.errors import ArxsumError, InputError, OptionsError
 from arxsum.sources import BadInput, ExtractOptions, Extractor, Source, discover, read_names
 from arxsum.writers import (
@@ -118,7 +118,7 @@ class Job:
     source: Source
     doc: Document
     text: str  # what the tokenizer sees
-    math: list[str]
+    model_text: ModelText | None  # None with --raw; its math and casing turn the summary into prose
     tokens: int  # before truncation
     seconds: float  # extraction time so far
 
@@ -261,7 +261,7 @@ def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: 
         doc, seconds = paper.doc, paper.seconds
         for warning in doc.warnings:
             progress.note(f"{source.name}: {warning}")
-        text, math_ = (doc.body, []) if cfg.raw else (paper.model_text.text, list(paper.model_text.math))
+        text = doc.body if cfg.raw else paper.model_text.text
         if not text.strip():
             raise InputError("no text left after extraction")
     except Exception as e:
@@ -277,7 +277,7 @@ def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: 
             raise
         fail(index, _failure_reason(e), report, sink, progress)
         return None
-    return Job(index, source, doc, text, math_, tokens, seconds)
+    return Job(index, source, doc, text, None if cfg.raw else paper.model_text, tokens, seconds)
 
 
 def make_batches(jobs: list[Job], batch_size: int) -> Iterator[list[Job]]:
@@ -387,7 +387,7 @@ class Engine:
             return [_failure_reason(e)]
 
     def _result(self, job: Job, summary, share: float) -> Result:
-        text = summary.text if self.cfg.raw else readable_summary(summary.text, job.math)
+        text = summary.text if job.model_text is None else readable_summary(summary.text, job.model_text)
         if summary.truncated:
             self.progress.note(f"{job.source.name}: input truncated from {summary.original_tokens} "
                                f"to {summary.input_tokens} tokens")
@@ -397,10 +397,11 @@ class Engine:
                       seconds=job.seconds + share)
 
 
-def readable_summary(text: str, math_: list[str]) -> str:
+def readable_summary(text: str, model_text: ModelText) -> str:
+    """The dataset-style summary as prose: formulas put back, the paper's casing restored."""
     from arxsum.normalize import readable
 
-    return readable(text, math_)
+    return readable(text, list(model_text.math), getattr(model_text, "cased", None))
 
 
 def is_cuda_oom(e: BaseException) -> bool:
