@@ -290,3 +290,12 @@ def test_a_summary_that_cannot_be_written_fails_that_paper_only(tmp_path, fake_s
     assert [o.status for o in report.outcomes] == ["failed", "done"]
     assert report.outcomes[0].reason.startswith("cannot write its summary")
     assert not list(out_dir.glob(".*arxsum-tmp"))
+
+
+def test_without_raw_the_model_sees_training_text_and_the_summary_comes_back_as_prose(tmp_path, fake_summarizer):
+    path = tmp_path / "p.txt"
+    path.write_text("GAIL cites [12] here and more words follow")
+    _, raw_out, _ = go(RunConfig(inputs=[str(path)], raw=True, timeout=0), fake_summarizer)
+    assert raw_out == " GAIL cites [12]\n"  # --raw: the text untouched in, the summary untouched out
+    _, out, _ = go(RunConfig(inputs=[str(path)], timeout=0), fake_summarizer)
+    assert out.lower() == "gail cites\n"  # @xcite dropped, sentence-cased
