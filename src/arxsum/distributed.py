@@ -1,0 +1,417 @@
+"""`arxsum --ray`: the runner's pipeline on a Ray cluster, with Ray Data moving the papers (issue 8).
+
+    driver:  discover -> skip finished -> Ray Data items (one row per paper to do)
+    CPU actors (ExtractStage):      read + extract (per-file timeout) -> model text
+    model actors (SummarizeStage):  model loaded once per actor -> sort by length -> batch -> summarize
+    driver:  write each result as it arrives (the runner's sinks) -> report
+
+Discovery, resume and writing stay on the driver and are the runner's own functions, so output
+names, file contents (atomic writes) and the skip/overwrite rules are those of `arxsum.runner.run`;
+inside the model actors the runner's `Engine` (batch size, OOM back-off, Result fields) and
+`make_batches` (length-aware batching) do the work. Only the text of the summaries travels back:
+the output folder need not be shared by the cluster's nodes, but the input files must be readable
+from every node (a shared file system), and arxsum must be installed on every node.
+
+No engine of our own: scheduling, actor restarts and data movement are Ray's. A failing paper
+becomes a failed row (its reason is the one the single-machine run gives), never a failed job; only
+errors that concern every paper (a model that does not load, a bad option) stop the run, as there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from rich.console import Console
+
+from arxsum.arxiv import ArxivClient
+from arxsum.document import Document
+from arxsum.errors import ArxsumError, InputError, ModelLoadError, OptionsError
+from arxsum.runner import (
+    SORT_WINDOW,
+    Engine,
+    Job,
+    Outcome,
+    Progress,
+    RunConfig,
+    RunReport,
+    _reason,
+    debug,
+    extract_options,
+    fail,
+    gather_inputs,
+    make_batches,
+    open_sink,
+    skip_finished,
+    write_report,
+)
+from arxsum.sources import BadInput, ExtractOptions, Extractor, Source
+from arxsum.writers import Result
+
+GPU_WINDOW = SORT_WINDOW * 16  # papers per model-actor call on GPUs when --batch-size is not given
+
+
+# -- how the cluster is used -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """How many actors of each stage, and what each one asks Ray for."""
+
+    summarizers: int  # model actors: one model each
+    summarizer_cpus: float
+    summarizer_gpus: int  # 1 on GPU clusters, else 0
+    extractors: int  # the most extraction actors (the pool grows from 1 as Ray sees fit)
+    window: int  # papers handed to a model actor at once: they are sorted by length inside it
+
+    @property
+    def device(self) -> str:
+        return "cuda:0" if self.summarizer_gpus else "cpu"  # a GPU actor sees its one GPU as cuda:0
+
+
+def plan_resources(cpus: float, gpus: float, *, workers: int | None, device: str,
+                   batch_size: int | None) -> Plan:
+    """Actors for a cluster of `cpus` CPUs and `gpus` GPUs.
+
+    GPUs (unless --device cpu): one model actor per GPU (or --workers), each with 1 GPU and 1 CPU.
+    CPUs only: --workers model actors, by default half the CPUs; they share what one extraction
+    actor leaves, so both stages can always start (a pool that cannot start would wait forever).
+    Extraction actors take the remaining CPUs, at least one.
+    """
+    if workers is not None and workers < 1:
+        raise OptionsError(f"--workers must be at least 1, got {workers}")
+    cpus = max(1.0, float(cpus))
+    use_gpus = device != "cpu" and gpus >= 1
+    if device.startswith("cuda") and not use_gpus:
+        raise OptionsError(f"--device {device} asked for, but the Ray cluster has no GPUs")
+    if use_gpus:
+        n = workers or int(gpus)
+        extractors = max(1, int(cpus) - n)
+        window = SORT_WINDOW * batch_size if batch_size else GPU_WINDOW
+        return Plan(n, min(1.0, cpus / (n + 1)), 1, extractors, window)
+    n = workers or max(1, int(cpus) // 2)
+    per_actor = min(1.0, max(cpus - 1, 0.5) / n)
+    extractors = max(1, int(cpus - n * per_actor))
+    window = SORT_WINDOW * batch_size if batch_size and batch_size > 1 else 1
+    return Plan(n, per_actor, 0, extractors, window)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def run_ray(cfg: RunConfig, *, address: str | None, workers: int | None, model: str,
+            device: str = "auto", dtype: str = "auto", stdin: BinaryIO | None = None,
+            stdout: TextIO | None = None, console: Console | None = None,
+            arxiv: ArxivClient | None = None) -> RunReport:
+    """`arxsum.runner.run` on Ray: same inputs, same output files, same report and exit code.
+
+    `address`: a Ray cluster (`auto`, `HOST:PORT`, `ray://...`); None starts a local instance for
+    this run (or uses the one this process already started with `ray.init`). `workers`: model
+    actors (default: one per GPU, else half the CPUs). `model`, `device`, `dtype` are what each
+    actor gives `Summarizer.from_pretrained`.
+    """
+    import sys
+
+    cfg.check()
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    console = console or Console(stderr=True)
+    items = gather_inputs(cfg, stdin)
+    report = RunReport([Outcome(item.name) for item in items])
+    for outcome, item in zip(report.outcomes, items, strict=True):
+        if isinstance(item, BadInput):
+            outcome.status, outcome.reason = "failed", item.reason
+    todo = [i for i, item in enumerate(items) if isinstance(item, Source)]
+    todo = skip_finished(cfg, items, report, todo)
+    progress = Progress.create(console, quiet=cfg.quiet, total=len(todo))
+    for o in report.failures:
+        progress.failed(o.name, o.reason, counted=False)
+    progress.skipped(report.count("skipped"))
+    sink = open_sink(cfg, items, report, todo, stdout if stdout is not None else sys.stdout)
+    stdin_bytes = stdin.read() if any(items[i].kind == "stdin" for i in todo) else None
+    try:
+        if todo:  # everything skipped or bad: no cluster is needed, as no model is loaded
+            with _ray_session(address, verbose=cfg.verbose) as ray:
+                plan = plan_resources(*_cluster_size(ray), workers=workers, device=device,
+                                      batch_size=cfg.batch_size)
+                if not plan.summarizer_gpus and device == "auto":
+                    progress.note(f"note: the Ray cluster has no GPUs; summarizing on {plan.summarizers} "
+                                  f"CPU actor{'s' if plan.summarizers > 1 else ''} (slow: minutes per paper)")
+                rows = [{"index": i, "payload": _dump(_source_row(items[i]))} for i in todo]
+                dataset = build_pipeline(ray, rows, cfg, plan, model=model, dtype=dtype,
+                                         stdin=stdin_bytes, arxiv=arxiv)
+                for row in dataset.iter_rows():
+                    settle_row(row, items, report, sink, progress)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        sink.close()
+        progress.close()
+    write_report(console, report, quiet=cfg.quiet)
+    return report
+
+
+def build_pipeline(ray, rows: list[dict], cfg: RunConfig, plan: Plan, *, model: str, dtype: str,
+                   stdin: bytes | None, arxiv: ArxivClient | None):
+    """The Ray Data dataset: items -> ExtractStage (CPU actors) -> SummarizeStage (model actors).
+
+    Rows are `{"index": int, "payload": str}`, the payload a JSON object: Arrow needs one schema
+    that every block agrees on, and a block where every paper failed would otherwise hold columns
+    of nulls only.
+    """
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1000)))
+    dataset = dataset.map_batches(
+        ExtractStage, batch_size=1, num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.extractors),
+        fn_constructor_kwargs={"options": extract_options(cfg), "timeout": cfg.timeout, "raw": cfg.raw,
+                               "stdin": stdin, "arxiv": _arxiv_settings(arxiv)})
+    return dataset.map_batches(
+        SummarizeStage, batch_size=plan.window, num_cpus=plan.summarizer_cpus,
+        num_gpus=plan.summarizer_gpus, compute=ray.data.ActorPoolStrategy(size=plan.summarizers),
+        fn_constructor_kwargs={"cfg": cfg, "model": model, "device": plan.device, "dtype": dtype})
+
+
+def settle_row(row: dict, items: list, report: RunReport, sink, progress: Progress) -> None:
+    """One paper back from the cluster: its notes on stderr, then its file (or its failure)."""
+    index = int(row["index"])
+    payload = json.loads(row["payload"])
+    if "fatal" in payload:
+        raise FATAL.get(payload["fatal"], ArxsumError)(payload["message"])
+    for note in payload.get("notes", []):
+        progress.note(note)
+    if "result" not in payload:
+        fail(index, payload["reason"], report, sink, progress)
+        return
+    result = Result(**payload["result"])
+    sink.put(index, result)
+    report.outcomes[index].status = "done"
+    progress.done(items[index].name, result)
+
+
+class _ray_session:
+    """ray.init for this run (a local instance when `address` is None) and its shutdown.
+
+    A session this process already opened (tests, notebooks) is used as it is and left open.
+    """
+
+    def __init__(self, address: str | None, *, verbose: bool) -> None:
+        self.address, self.verbose = address, verbose
+        self.started = False
+
+    def __enter__(self):
+        try:
+            import ray
+        except ImportError:
+            raise OptionsError("--ray needs Ray: pip install 'arxsum[ray]'") from None
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=self.verbose,
+                         logging_level=logging.WARNING if self.verbose else logging.ERROR)
+            except ConnectionError as e:
+                raise OptionsError(f"cannot reach the Ray cluster at {self.address}: {_reason(e)}") from None
+            self.started = True
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours is on stderr already
+        context.print_on_execution_start = False
+        context.enable_auto_log_stats = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # not its INFO lines on every run
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+        return ray
+
+    def __exit__(self, *exc) -> bool:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+        return False
+
+
+def _cluster_size(ray) -> tuple[float, float]:
+    resources = ray.cluster_resources()
+    return float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+
+
+# -- the stages (each runs in a Ray actor) ------------------------------------------------------
+
+def _source_row(source: Source) -> dict:
+    return {"name": source.name, "kind": source.kind, "arxiv_id": source.arxiv_id,
+            "path": str(source.path) if source.path is not None else None}
+
+
+def _dump(payload: dict) -> str:
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def _arxiv_settings(client: ArxivClient | None) -> dict | None:
+    """An ArxivClient holds a lock, so each actor builds its own from these (and caches on its node)."""
+    if client is None:
+        return None
+    return {"base": client.base, "cache_dir": str(client.cache_dir), "delay": client.delay,
+            "timeout": client.timeout}
+
+
+def _batch(indices: list[int], payloads: list[dict]) -> dict:
+    import numpy as np
+
+    return {"index": np.asarray(indices, dtype=np.int64),
+            "payload": np.asarray([_dump(p) for p in payloads], dtype=object)}
+
+
+def _unbatch(batch: dict) -> Iterator[tuple[int, dict]]:
+    for index, payload in zip(batch["index"], batch["payload"], strict=True):
+        yield int(index), json.loads(str(payload))
+
+
+FATAL = {cls.__name__: cls for cls in (ArxsumError, ModelLoadError, OptionsError)}
+
+
+def stops_the_run(e: BaseException) -> bool:
+    """A model or option problem concerns every input: the runner stops with its message."""
+    return isinstance(e, ArxsumError) and not isinstance(e, InputError)
+
+
+def fatal_payload(e: BaseException) -> dict:
+    """An error that stops the run, as a row: the driver raises it again as our own exception, so
+    the CLI prints its one line (an exception escaping an actor would come back as Ray's, with
+    Ray's tracebacks on stderr and an actor restart first)."""
+    return {"fatal": type(e).__name__ if type(e).__name__ in FATAL else "ArxsumError", "message": str(e)}
+
+
+def failure_reason(e: BaseException) -> str:
+    """What the runner records for an exception of one paper (see `runner.prepare`)."""
+    if isinstance(e, (ArxsumError, OSError)):
+        return _reason(e)
+    if debug():
+        raise e
+    return f"{type(e).__name__}: {_reason(e)}"
+
+
+class ExtractStage:
+    """CPU actor: a row naming one paper -> its model text (or the reason it has none).
+
+    Extraction and normalisation go through the runner's `Extractor`, so the per-file time limit (a
+    worker process killed when it overruns) and the failure reasons are the single-machine run's;
+    what is kept of the result is what `runner.prepare` keeps.
+    """
+
+    def __init__(self, *, options: ExtractOptions, timeout: float, raw: bool, stdin: bytes | None,
+                 arxiv: dict | None) -> None:
+        client = ArxivClient(**{**arxiv, "cache_dir": Path(arxiv["cache_dir"])}) if arxiv else None
+        self.extractor = Extractor(options, timeout=timeout, workers=1, stdin=stdin, arxiv=client)
+        self.raw = raw
+
+    def __call__(self, batch: dict) -> dict:
+        indices, payloads = [], []
+        for index, row in _unbatch(batch):
+            indices.append(index)
+            payloads.append(self.extract(row))
+        return _batch(indices, payloads)
+
+    def extract(self, row: dict) -> dict:
+        source = Source(name=row["name"], kind=row["kind"], arxiv_id=row["arxiv_id"],
+                        path=Path(row["path"]) if row["path"] is not None else None)
+        notes: list[str] = []
+        try:
+            paper = self.extractor.submit(source).result()
+            doc, seconds = paper.doc, paper.seconds
+            notes = [f"{source.name}: {warning}" for warning in doc.warnings]
+            text, math_ = (doc.body, []) if self.raw else (paper.model_text.text, list(paper.model_text.math))
+            if not text.strip():
+                raise InputError("no text left after extraction")
+        except Exception as e:
+            if stops_the_run(e):
+                return fatal_payload(e)
+            return {"name": source.name, "reason": failure_reason(e), "notes": notes}
+        return {"name": source.name, "title": doc.title, "abstract": doc.abstract, "text": text,
+                "math": math_, "seconds": seconds, "notes": notes}
+
+    def __del__(self) -> None:
+        extractor = getattr(self, "extractor", None)
+        if extractor is not None:
+            extractor.close()
+
+
+class _Notes:
+    """The part of `Progress` the Engine talks to in an actor: its notes travel back with the rows."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.lines.append(message)
+
+    def take(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class SummarizeStage:
+    """Model actor: the summarizer is loaded once, when the actor starts; each call gets a window
+    of papers, sorts them by length into batches (the runner's `make_batches`) and yields the
+    results of each batch as soon as it is done."""
+
+    def __init__(self, *, cfg: RunConfig, model: str, device: str, dtype: str) -> None:
+        from arxsum.summarizer import Summarizer
+
+        self.notes = _Notes()
+        self.engine = Engine(cfg, lambda: Summarizer.from_pretrained(model, device=device, dtype=dtype),
+                             self.notes)
+        self.fatal: dict | None = None
+        try:
+            self.engine.summarizer  # noqa: B018 - load now, once per actor
+        except ArxsumError as e:
+            if debug():
+                raise
+            self.fatal = fatal_payload(e)
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        if self.fatal is not None:
+            yield _batch([int(batch["index"][0])], [self.fatal])
+            return
+        try:
+            yield from self.summarize(batch)
+        except ArxsumError as e:
+            if debug() or not stops_the_run(e):
+                raise
+            yield _batch([int(batch["index"][0])], [fatal_payload(e)])
+
+    def summarize(self, batch: dict) -> Iterator[dict]:
+        failed: list[tuple[int, dict]] = []
+        jobs: list[Job] = []
+        notes: dict[int, list[str]] = {}
+        for index, row in _unbatch(batch):
+            notes[index] = row.get("notes", [])
+            if "fatal" in row:
+                yield _batch([index], [row])
+                return
+            if "reason" in row:
+                failed.append((index, {"reason": row["reason"], "notes": row["notes"]}))
+                continue
+            try:
+                tokens = self.engine.count_tokens(row["text"])
+            except Exception as e:
+                if stops_the_run(e):
+                    raise
+                failed.append((index, {"reason": failure_reason(e), "notes": row["notes"]}))
+                continue
+            doc = Document(source=row["name"], kind="", body="", title=row["title"], abstract=row["abstract"])
+            jobs.append(Job(index, Source(name=row["name"], kind="file"), doc, row["text"], row["math"],
+                            tokens, row["seconds"]))
+        if failed:
+            yield _batch([i for i, _ in failed], [p for _, p in failed])
+        for group in make_batches(jobs, self.engine.batch_size):
+            indices, payloads = [], []
+            for job, result in self.engine.summarize(group):
+                payload: dict = {"notes": notes[job.index]}
+                if isinstance(result, str):
+                    payload["reason"] = result
+                else:
+                    payload["result"] = asdict(result)
+                indices.append(job.index)
+                payloads.append(payload)
+            payloads[0]["notes"] = payloads[0]["notes"] + self.notes.take()
+            yield _batch(indices, payloads)
+
+
+__all__ = ["Plan", "plan_resources", "run_ray"]
