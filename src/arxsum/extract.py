@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 
 from arxsum.document import Document
 from arxsum.errors import InputError
@@ -34,7 +35,7 @@ def extract(data: bytes, name: str, *, password: str | None = None, max_pages: i
     kind = detect_kind(data, name)
     if kind == "pdf":
         return _extract_pdf(data, name, password=password, max_pages=max_pages,
-                            keep_appendix=keep_appendix)
+                            keep_appendix=keep_appendix, verbose=verbose)
     text = decode_text(data, name)
     if not text.strip():
         raise InputError("empty input")
@@ -56,7 +57,7 @@ def decode_text(data: bytes, name: str) -> str:
 
 
 def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int | None,
-                 keep_appendix: bool) -> Document:
+                 keep_appendix: bool, verbose: bool) -> Document:
     import pypdf
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
@@ -72,24 +73,29 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
         if n == 0:
             raise InputError("PDF has zero pages")
         limit = n if max_pages is None else min(n, max_pages)
-        lines, rotated = read_lines(reader, limit)
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore")  # pypdf's PdfReadWarning and friends
+            lines, rotated, unreadable = read_lines(reader, limit)
     except FileNotDecryptedError:
         raise InputError("encrypted PDF: pass the password with --password") from None
     except DependencyError as e:
         raise InputError(f"cannot decrypt PDF: {e}") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
         raise InputError(f"damaged or unreadable PDF ({type(e).__name__}: {e})") from None
+    if unreadable == limit:
+        raise InputError("damaged or unreadable PDF (no page could be read)")
     if not any(ln.text.strip() for ln in lines):
         raise InputError("no text layer: OCR it first")
     parts = split_paper(lines, float(reader.pages[0].mediabox.top), keep_appendix=keep_appendix)
     if rotated:
         parts.dropped["rotated text (arXiv stamp)"] += rotated
-    warnings = []
+    notes = [f"{unreadable} damaged page(s) skipped"] if unreadable else []
     if not parts.body.strip():
-        warnings.append("no body found between the abstract and the references; using all the text")
+        notes.append("no body found between the abstract and the references; using all the text")
         parts.body = "\n".join(ln.text for ln in lines if not ln.furniture)
     return Document(source=name, kind="pdf", body=parts.body, title=parts.title, abstract=parts.abstract,
-                    sections=parts.sections, pages=limit, dropped=dict(parts.dropped), warnings=warnings)
+                    sections=parts.sections, pages=limit, dropped=dict(parts.dropped), warnings=notes)
 
 
 def _open_pdf(pypdf, data: bytes):

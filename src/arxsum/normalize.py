@@ -58,6 +58,8 @@ def to_model_text(doc: Document) -> ModelText:
 def to_training_text(text: str) -> tuple[str, list[str]]:
     """Plain or LaTeX-flavoured text -> (training-style text, math[i] replaced by @xmath i)."""
     text = unicodedata.normalize("NFKC", text)
+    text = re.sub("[\ue000-\uf8ff]", " ", text)  # private-use characters (and our own marks)
+    text = text.replace("\u00ad", "")  # soft hyphens
     text = remove_urls_and_emails(text)
     text = replace_citations(text)
     text, found = mark_explicit_math(text)

@@ -187,6 +187,9 @@ def first_section(lines: list[Line], headings: list[int], abstract_at: int | Non
             if abstract_at is None and i == 0:
                 continue  # the title itself
             return i
+    for i in range(after + 1, len(lines)):  # an introduction not set apart by its font
+        if INTRODUCTION.match(lines[i].text.strip()):
+            return i
     return after + 1 if abstract_at is not None else 0
 
 
@@ -224,6 +227,9 @@ def find_title(front: list[Line]) -> str | None:
         elif title:
             break
     return " ".join(title) or None
+
+
+INTRODUCTION = re.compile(r"^((\d|I)\.?\s+)?introduction$", re.IGNORECASE)
 
 
 def abstract_text(lines: list[Line]) -> str:
@@ -361,7 +367,8 @@ def _line_spacing(lines: list[Line], size: float) -> float:
 def clean(text: str) -> str:
     """Compatibility characters (ligatures, wide forms) folded; spacing accents composed."""
     text = re.sub(r"(?<=\w)\x0c|\x0c(?=\w)", "fi", text)  # a badly mapped fi ligature
-    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text)
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f\ue000-\uf8ff]", " ", text)  # controls, private use
+    text = re.sub(r"[\u200b-\u200d\u2060\ufeff]", "", text)  # zero-width characters
     text = _compose_accents(text)
     text = unicodedata.normalize("NFKC", text)
     return re.sub(r"\s+", " ", text).strip()
@@ -406,6 +413,9 @@ def join_lines(texts: list[str], vocab: set[str]) -> str:
     for text in texts:
         if not out:
             out = text
+            continue
+        if out.endswith("\u00ad"):  # a soft hyphen: always a break inside a word
+            out = out[:-1] + text
             continue
         m = re.search(r"(\w+)-$", out)
         nxt = re.match(r"[^\W\d_]+", text)

@@ -291,18 +291,24 @@ def _signature(line: Line) -> str:
     return re.sub(r"[\d\s]+", "#", line.text.lower())
 
 
-def read_lines(reader, limit: int) -> tuple[list[Line], int]:
-    """All content lines of the first `limit` pages in reading order, and the rotated-text count."""
+def read_lines(reader, limit: int) -> tuple[list[Line], int, int]:
+    """The lines of the first `limit` pages in reading order (furniture marked), how many rotated
+    fragments were skipped, and how many pages could not be read (damaged content streams)."""
     pages: list[list[Line]] = []
     heights: list[float] = []
     rotated = 0
+    unreadable = 0
     for i in range(limit):
         page = reader.pages[i]
         box = page.mediabox
-        fragments, skipped = page_fragments(page)
+        try:
+            fragments, skipped = page_fragments(page)
+        except Exception:  # noqa: BLE001 - pypdf fails in many ways on a damaged page; skip it
+            unreadable += 1
+            continue
         rotated += skipped
         lines = group_lines(fragments, page=i)
         pages.append(reading_order(lines, float(box.width), i) if lines else [])
         heights.append(float(box.top))
     mark_furniture(pages, heights)
-    return [ln for lines in pages for ln in lines], rotated
+    return [ln for lines in pages for ln in lines], rotated, unreadable
