@@ -171,12 +171,15 @@ def test_auto_device_without_cuda_notes_the_cpu(cli, tiny_model_dir, paper_files
     assert "running on CPU" not in result.stdout
 
 
-def test_an_internal_error_is_one_line_outside_tests(cli, paper_files, monkeypatch):
+def test_an_internal_error_is_one_line_outside_tests(cli, paper_files, monkeypatch, fake_summarizer):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr("arxsum.cli.run", broken)
     monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    monkeypatch.setattr("arxsum.cli.load_summarizer", lambda *args: fake_summarizer)
+    fine = cli(paper_files[3], "--timeout", "0")
+    assert fine.exit_code == 0 and fine.stderr == ""  # the command's own typer.Exit passes through
+    monkeypatch.setattr("arxsum.cli.run", broken)
     result = cli(paper_files[0])
     assert result.exit_code == 1
     assert result.stderr == ("arxsum: error: internal error (ZeroDivisionError: division by zero); "

@@ -16,7 +16,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -33,17 +32,17 @@ SUBCOMMAND_MODULES = ("extract", "eval")  # arxsum.commands.<name>.register(app)
 class DefaultCommandGroup(TyperGroup):
     """A group whose first argument falls back to `summarize` when it names no subcommand."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: typer.Context, formatter) -> None:
         """The group's help (subcommands), then the default command's options."""
         super().format_help(ctx, formatter)
         command = self.commands.get(DEFAULT_COMMAND)
         if command is not None:
-            with click.Context(command, info_name=ctx.info_name, parent=ctx.parent) as sub:
+            with typer.Context(command, info_name=ctx.info_name, parent=ctx.parent) as sub:
                 command.format_help(sub, formatter)
 
 
@@ -216,8 +215,9 @@ class _errors_to_exit_codes:
         return self
 
     def __exit__(self, kind, error, tb) -> bool:
-        if error is None or isinstance(error, (click.exceptions.Exit, click.ClickException, SystemExit)):
-            return False
+        if error is None or isinstance(error, (typer.Exit, typer.Abort, SystemExit)) or \
+                type(error).__module__.startswith(("typer", "click")):
+            return False  # exits and usage errors: click reports them itself
         debug = os.environ.get("ARXSUM_DEBUG", "") not in ("", "0")
         if isinstance(error, KeyboardInterrupt):
             self.console.print("arxsum: interrupted", markup=False, highlight=False)
