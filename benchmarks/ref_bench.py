@@ -95,14 +95,11 @@ def measure(spec: dict) -> dict:
 
     ids, mask = padded(spec["inputs"], model.config.pad_token_id, torch)
     ids, mask = ids.to(device), mask.to(device)
+    encoder_s = time_encoder(model.get_encoder(), sync)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = spec["steps"]
     with torch.inference_mode():
-        start = time.perf_counter()
-        model.get_encoder()(input_ids=ids, attention_mask=mask)
-        sync()
-        encoder_s = time.perf_counter() - start
         start = time.perf_counter()
         out = model.generate(input_ids=ids, attention_mask=mask, num_beams=spec["num_beams"],
                              length_penalty=spec["length_penalty"], min_length=steps, max_length=steps,
@@ -114,16 +111,42 @@ def measure(spec: dict) -> dict:
         "load_s": load_s,
         "tokenize_s": tokenize_s,
         "input_tokens": input_tokens,
-        "encoder_s": encoder_s,
+        "encoder_s": sum(encoder_s),
         "generate_s": generate_s,
-        # generate() runs the encoder once more, then steps - 1 decoder steps (the start token is given)
-        "decode_step_s": max(generate_s - encoder_s, 0.0) / max(steps - 1, 1),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # after the encoder: steps - 1 decoder steps (the start token is given)
+        "decode_step_s": (generate_s - sum(encoder_s)) / max(steps - 1, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "tokens": [strip_padding(row, model.config.pad_token_id) for row in out.tolist()],
         "threads": torch.get_num_threads(),
         "versions": versions(torch),
     }
+
+
+def time_encoder(encoder, sync) -> list[float]:
+    """Time the encoder as generate() calls it, with forward hooks (filled during the generation)."""
+    seconds: list[float] = []
+    started: list[float] = []
+    encoder.register_forward_pre_hook(lambda module, args: started.append(time.perf_counter()))
+
+    def done(module, args, output):
+        sync()
+        seconds.append(time.perf_counter() - started.pop())
+
+    encoder.register_forward_hook(done)
+    return seconds
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a
+    worker would inherit the bench process's own peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def padded(inputs: list[list[int]], pad: int, torch):

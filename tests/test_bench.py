@@ -1,0 +1,130 @@
+"""The bench harness at tiny size: its JSON has every row and figure, and arxsum's float32 tokens equal
+the seed pipeline's. The figures themselves are not checked (the full bench is `make bench`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "bench.py"
+FIGURES = ("import_s", "load_s", "encoder_s", "generate_s", "decode_step_s", "end_to_end_s", "peak_rss_mb",
+           "papers_per_s", "tokens")
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("arxsum_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_bench()
+
+
+def ref_python() -> str | None:
+    path = os.environ.get("ARXSUM_REF_PYTHON") or str(ROOT / ".venv-ref" / "bin" / "python")
+    return path if Path(path).is_file() else None
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-cache")  # the tiny checkpoint, built once for both runs
+
+
+def run_bench(tmp_path: Path, cache_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--tiny", "--steps", "4", "--tokens", "128",
+                           "--short-tokens", "0", "--cache-dir", str(cache_dir), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def test_arxsum_only_float32_and_bfloat16(tmp_path, cache_dir):
+    proc, report = run_bench(tmp_path, cache_dir, "--no-ref", "--dtype", "float32", "bfloat16", "--batch", "1",
+                             "--paper", "none")
+    assert [r["name"] for r in report["rows"]] == ["float32 1x128 4 steps", "bfloat16 1x128 4 steps"]
+    for row in report["rows"]:
+        assert "seed" not in row
+        assert all(k in row["arxsum"] for k in FIGURES)
+        assert len(row["arxsum"]["tokens"]) == 1 and len(row["arxsum"]["tokens"][0]) == 4  # min = max length
+    assert set(report["precision"]["bfloat16"]) == {"arxsum"}
+    assert report["precision"]["bfloat16"]["arxsum"]["papers"] == 1
+    assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
+    assert "| float32 1x128 4 steps | arxsum |" in proc.stdout  # the table is on stdout, progress on stderr
+    assert "[1/2] float32 1x128 4 steps" in proc.stderr and "[1/2]" not in proc.stdout
+
+
+def test_side_by_side_with_the_seed_pipeline(tmp_path, cache_dir):
+    ref = ref_python()
+    if ref is None:
+        pytest.skip("no reference venv (make ref-venv)")
+    paper = tmp_path / "paper.txt"
+    paper.write_text("we study the dynamics of a driven quantum system coupled to a thermal bath . " * 40)
+    proc, report = run_bench(tmp_path, cache_dir, "--ref-python", ref, "--dtype", "float32", "--batch", "2",
+                             "--paper", str(paper))
+    assert [r["name"] for r in report["rows"]] == ["float32 1x128 4 steps", "float32 2x128 4 steps"]
+    for row in report["rows"]:
+        for side in ("arxsum", "seed"):
+            assert all(k in row[side] for k in FIGURES), (side, row[side])
+            assert row[side]["tokenize_s"] > 0 and row[side]["input_tokens"] > 100
+        assert row["tokens_identical"] is True, row["name"]
+        assert row["speedup_end_to_end"] > 0 and row["speedup_generate"] > 0 and row["peak_rss_ratio"] > 0
+    assert len(report["rows"][1]["seed"]["tokens"]) == 2
+    assert report["extraction"]["chars"] > 1000
+    assert report["rows"][0]["seed"]["versions"]["transformers"] == "4.40.2"
+    comparison = [line for line in proc.stdout.splitlines() if line.startswith("| float32 2x128 4 steps | ")
+                  and "arxsum" not in line and "seed" not in line]
+    assert len(comparison) == 1 and "| yes |" in comparison[0]
+
+
+def test_plan_rows():
+    settings = {"dtypes": ["float32", "bfloat16"], "device": "cpu", "tokens": 16384, "short_tokens": 4096,
+                "steps": [64, 320], "batch": 4, "gpu_batches": [8], "only": None}
+    names = [c.name for c in bench.plan(settings)]
+    assert names[:4] == ["float32 1x16384 64 steps", "float32 1x16384 320 steps", "float32 1x4096 320 steps",
+                         "float32 4x16384 320 steps"]
+    assert len(names) == 8
+    gpu = bench.plan(dict(settings, device="cuda", gpu_batches=[8, 16], only=["bfloat16"]))
+    assert [c.name for c in gpu] == ["bfloat16 8x16384 320 steps", "bfloat16 16x16384 320 steps"]
+
+
+def test_precision_counts_papers_equal_to_float32():
+    def row(dtype, arxsum, seed):
+        return {"dtype": dtype, "tokens": 8, "batch": 2, "steps": 3, "arxsum": {"tokens": arxsum},
+                "seed": {"tokens": seed}}
+
+    rows = [row("float32", [[2, 0, 5], [2, 0, 6]], [[2, 0, 5], [2, 0, 6]]),
+            row("bfloat16", [[2, 0, 5], [2, 0, 7]], [[2, 9, 5], [2, 0, 6]])]
+    totals = bench.precision(rows)
+    assert totals["bfloat16"]["arxsum"] == {"equal": 1, "papers": 2, "fraction": 0.5, "mean_common_prefix": 2.5}
+    assert totals["bfloat16"]["seed"]["equal"] == 1 and totals["bfloat16"]["seed"]["mean_common_prefix"] == 2.0
+    assert rows[1]["equals_float32"]["arxsum"] == {"equal": 1, "papers": 2}
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--ref-python"),
+    (["--no-ref", "--dtype", "float16"], "float16 is for GPUs"),
+    (["--ref-python", "/nonexistent/python"], "no such file"),
+    (["--no-ref", "--paper", "/nonexistent.pdf"], "no such file"),
+])
+def test_usage_errors(argv, message, capsys):
+    assert bench.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error:") and message in err
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.main(["--device", "cuda"]) == 1
+    assert "no CUDA device" in capsys.readouterr().err
