@@ -29,7 +29,7 @@ from typing import BinaryIO, TextIO
 from rich.console import Console
 
 from arxsum.arxiv import ArxivClient
-from arxsum.document import Document
+from arxsum.document import Document, ModelText
 from arxsum.errors import ArxsumError, InputError, ModelLoadError, OptionsError
 from arxsum.runner import (
     SORT_WINDOW,
@@ -39,6 +39,7 @@ from arxsum.runner import (
     Progress,
     RunConfig,
     RunReport,
+    _failure_reason,
     _reason,
     debug,
     extract_options,
@@ -278,15 +279,6 @@ def fatal_payload(e: BaseException) -> dict:
     return {"fatal": type(e).__name__ if type(e).__name__ in FATAL else "ArxsumError", "message": str(e)}
 
 
-def failure_reason(e: BaseException) -> str:
-    """What the runner records for an exception of one paper (see `runner.prepare`)."""
-    if isinstance(e, (ArxsumError, OSError)):
-        return _reason(e)
-    if debug():
-        raise e
-    return f"{type(e).__name__}: {_reason(e)}"
-
-
 class ExtractStage:
     """CPU actor: a row naming one paper -> its model text (or the reason it has none).
 
@@ -314,17 +306,18 @@ class ExtractStage:
         notes: list[str] = []
         try:
             paper = self.extractor.submit(source).result()
-            doc, seconds = paper.doc, paper.seconds
-            notes = [f"{source.name}: {warning}" for warning in doc.warnings]
-            text, math_ = (doc.body, []) if self.raw else (paper.model_text.text, list(paper.model_text.math))
+            notes = [f"{source.name}: {warning}" for warning in paper.doc.warnings]
+            text = paper.doc.body if self.raw else paper.model_text.text
             if not text.strip():
                 raise InputError("no text left after extraction")
         except Exception as e:
-            if stops_the_run(e):
-                return fatal_payload(e)
-            return {"name": source.name, "reason": failure_reason(e), "notes": notes}
-        return {"name": source.name, "title": doc.title, "abstract": doc.abstract, "text": text,
-                "math": math_, "seconds": seconds, "notes": notes}
+            if debug() and not isinstance(e, InputError):
+                raise
+            return {"name": source.name, "reason": _failure_reason(e), "notes": notes}
+        # the model text's other fields (formulas, casing) turn the summary back into prose
+        model_text = None if self.raw else {k: v for k, v in asdict(paper.model_text).items() if k != "text"}
+        return {"name": source.name, "title": paper.doc.title, "abstract": paper.doc.abstract, "text": text,
+                "model_text": model_text, "seconds": paper.seconds, "notes": notes}
 
     def __del__(self) -> None:
         extractor = getattr(self, "extractor", None)
@@ -349,7 +342,11 @@ class _Notes:
 class SummarizeStage:
     """Model actor: the summarizer is loaded once, when the actor starts; each call gets a window
     of papers, sorts them by length into batches (the runner's `make_batches`) and yields the
-    results of each batch as soon as it is done."""
+    results of each batch as soon as it is done.
+
+    A model that does not load stops the run only when a paper needs it, as in the runner: papers
+    that failed extraction are still settled (a rerun of only-bad files succeeds without a model).
+    """
 
     def __init__(self, *, cfg: RunConfig, model: str, device: str, dtype: str) -> None:
         from arxsum.summarizer import Summarizer
@@ -366,37 +363,38 @@ class SummarizeStage:
             self.fatal = fatal_payload(e)
 
     def __call__(self, batch: dict) -> Iterator[dict]:
-        if self.fatal is not None:
-            yield _batch([int(batch["index"][0])], [self.fatal])
+        rows = list(_unbatch(batch))
+        failed = [(index, {"reason": row["reason"], "notes": row["notes"]}) for index, row in rows if "reason" in row]
+        if failed:  # papers that failed extraction: settled at once, with or without a model
+            yield _batch([i for i, _ in failed], [p for _, p in failed])
+        todo = [(index, row) for index, row in rows if "reason" not in row]
+        if todo and self.fatal is not None:
+            yield _batch([todo[0][0]], [self.fatal])
             return
         try:
-            yield from self.summarize(batch)
+            yield from self.summarize(todo)
         except ArxsumError as e:
             if debug() or not stops_the_run(e):
                 raise
-            yield _batch([int(batch["index"][0])], [fatal_payload(e)])
+            yield _batch([todo[0][0]], [fatal_payload(e)])
 
-    def summarize(self, batch: dict) -> Iterator[dict]:
+    def summarize(self, rows: list[tuple[int, dict]]) -> Iterator[dict]:
+        """Rows with model text -> token counts -> batches sorted by length -> one output batch each."""
         failed: list[tuple[int, dict]] = []
         jobs: list[Job] = []
         notes: dict[int, list[str]] = {}
-        for index, row in _unbatch(batch):
-            notes[index] = row.get("notes", [])
-            if "fatal" in row:
-                yield _batch([index], [row])
-                return
-            if "reason" in row:
-                failed.append((index, {"reason": row["reason"], "notes": row["notes"]}))
-                continue
+        for index, row in rows:
+            notes[index] = row["notes"]
             try:
                 tokens = self.engine.count_tokens(row["text"])
             except Exception as e:
-                if stops_the_run(e):
+                if debug():
                     raise
-                failed.append((index, {"reason": failure_reason(e), "notes": row["notes"]}))
+                failed.append((index, {"reason": _failure_reason(e), "notes": row["notes"]}))
                 continue
             doc = Document(source=row["name"], kind="", body="", title=row["title"], abstract=row["abstract"])
-            jobs.append(Job(index, Source(name=row["name"], kind="file"), doc, row["text"], row["math"],
+            model_text = None if row["model_text"] is None else ModelText(text=row["text"], **row["model_text"])
+            jobs.append(Job(index, Source(name=row["name"], kind="file"), doc, row["text"], model_text,
                             tokens, row["seconds"]))
         if failed:
             yield _batch([i for i, _ in failed], [p for _, p in failed])
