@@ -142,7 +142,7 @@ def figures(name: str) -> dict:
         "reference 8-grams leaked": leaked(refs, out, full + " " + (body or "")),
         "caption 6-grams leaked": leaked(captions, out, full, 6),
         "running headers leaked": sum(1 for h in headers if h and h in out and h not in (body or "")),
-        "ligature/control chars": len(re.findall(r"[\ufb00-\ufb4f\x00-\x09\x0b-\x1f\x7f]", out)),
+        "ligature/control chars": len(re.findall(r"[\ufb00-\ufb4f\x00-\x09\x0b-\x1f\x7f-\x9f]", out)),
         "broken words": broken_words(out, vocab),
         "lowercase": out == out.lower(),
         "@xcite": out.count("@xcite"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import warnings
@@ -91,6 +92,8 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
     if rotated:
         parts.dropped["rotated text (arXiv stamp)"] += rotated
     notes = [f"{unreadable} damaged page(s) skipped"] if unreadable else []
+    if importlib.util.find_spec("fontTools") is None:
+        notes.append("fontTools is not installed: pypdf may misread the text of Type1 (CFF) fonts")
     if not parts.body.strip():
         notes.append("no body found between the abstract and the references; using all the text")
         parts.body = "\n".join(ln.text for ln in lines if not ln.furniture)

@@ -39,7 +39,7 @@ EXPLICIT_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)
 MATH_MARK = "\ue000"  # stands for one formula while the rest of the text is processed
 MATH_ONLY = re.compile(
     "[\u0370-\u03ff\u1d26-\u1d2a\u2190-\u21ff\u2200-\u22ff\u2300-\u23ff\u27c0-\u27ef\u2980-\u2aff"
-    "\u2100-\u214f\U0001d400-\U0001d7ff±×÷√∞∂∇′″‖⟨⟩·−=<>^_|]"
+    "\u2100-\u214f\U0001d400-\U0001d7ff±×÷√∞∂∇′″‖⟨⟩·−=<>^_|ˆˇ˘˙˜¯]"
 )
 WORDLIKE_MATH = re.compile(r"^[A-Za-z]$")  # a one-letter word: math only between other math
 SYMBOLS = re.compile(r"^[()\[\]{}+\-*/=<>≤≥|]+$")  # operators and brackets standing alone
@@ -58,7 +58,7 @@ def to_model_text(doc: Document) -> ModelText:
 def to_training_text(text: str) -> tuple[str, list[str]]:
     """Plain or LaTeX-flavoured text -> (training-style text, math[i] replaced by @xmath i)."""
     text = unicodedata.normalize("NFKC", text)
-    text = re.sub("[\ue000-\uf8ff]", " ", text)  # private-use characters (and our own marks)
+    text = re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f\ue000-\uf8ff]", " ", text)  # controls, private use
     text = text.replace("\u00ad", "")  # soft hyphens
     text = remove_urls_and_emails(text)
     text = replace_citations(text)

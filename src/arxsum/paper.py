@@ -367,7 +367,7 @@ def _line_spacing(lines: list[Line], size: float) -> float:
 def clean(text: str) -> str:
     """Compatibility characters (ligatures, wide forms) folded; spacing accents composed."""
     text = re.sub(r"(?<=\w)\x0c|\x0c(?=\w)", "fi", text)  # a badly mapped fi ligature
-    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f\ue000-\uf8ff]", " ", text)  # controls, private use
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ue000-\uf8ff]", " ", text)  # controls, private use
     text = re.sub(r"[\u200b-\u200d\u2060\ufeff]", "", text)  # zero-width characters
     text = _compose_accents(text)
     text = unicodedata.normalize("NFKC", text)

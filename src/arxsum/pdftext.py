@@ -29,7 +29,7 @@ ARXIV_STAMP = re.compile(r"^\s*arXiv:\s*\d{4}\.\d{4,5}(v\d+)?\b", re.IGNORECASE)
 PAGE_NUMBER = re.compile(r"^\W*(page\s*)?\d{1,4}(\s*(of|/)\s*\d{1,4})?\W*$", re.IGNORECASE)
 ABSTRACT_HEAD = re.compile(r"^\s*a\s?bstract\b", re.IGNORECASE)
 FOOTNOTE_MARK = re.compile(r"^\s*([0-9]{1,2}|[*†‡§¶]+)\s*$")
-MATH_GLUE = re.compile(r"^\s*[0-9()\[\]=+\-−,.:;/|·∗<>]+\s*$")
+MATH_GLUE = re.compile(r"^\s*[0-9()\[\]=+\-−,.:;/|·∗<>ˆˇ˘˙˜¯¨´`]+\s*$")
 MIN_SIZE = 2.0  # points; smaller text is not meant to be read
 HEADER_BAND = 0.10  # top fraction of the page where running headers live
 FOOTER_BAND = 0.10  # bottom fraction of the page where footers and page numbers live
@@ -123,15 +123,20 @@ def line_text(fragments: list[Fragment]) -> str:
 
 
 def _math_flags(fragments: list[Fragment], base: float, base_size: float) -> list[bool]:
-    """Which fragments are math: math fonts, plus scripts and operator-only pieces next to math."""
+    """Which fragments are math: math fonts, a letter carrying a sub- or superscript (bold vectors
+    are set in text fonts), then the scripts, accents and operators next to those."""
+    shifted = [f.size < 0.85 * base_size and abs(f.y - base) > 0.1 * base_size for f in fragments]
     flags = [f.is_math for f in fragments]
+    for i, frag in enumerate(fragments[:-1]):
+        if not flags[i] and len(frag.text.strip()) == 1 and frag.text.strip().isalpha() and shifted[i + 1] \
+                and not shifted[i]:
+            flags[i] = True
     for i, frag in enumerate(fragments):
         if flags[i]:
             continue
         prev_math = i > 0 and flags[i - 1]
-        next_math = i + 1 < len(fragments) and fragments[i + 1].is_math
-        shifted = frag.size < 0.85 * base_size and abs(frag.y - base) > 0.1 * base_size
-        if shifted and prev_math:
+        next_math = i + 1 < len(fragments) and flags[i + 1]
+        if shifted[i] and prev_math:
             flags[i] = True
         elif (prev_math or next_math) and MATH_GLUE.match(frag.text):
             flags[i] = True
