@@ -29,6 +29,9 @@ REFERENCES = re.compile(
 APPENDIX = re.compile(r"^(appendix|appendices|supplementary)\b|^[A-H](\.\d+)*\.?\s+[A-Z]", re.IGNORECASE)
 CAPTION = re.compile(r"^(figure|fig\.|table|tab\.|algorithm)\s*[A-Z]?\d+(\.\d+)?\s*[:.|]", re.IGNORECASE)
 KEYWORDS = re.compile(r"^(key\s?words|index terms|subject headings)\b", re.IGNORECASE)
+FRONT_MATTER = re.compile(r"^(key\s?words|index terms|subject headings|ccs concepts|acm reference format|"
+                          r"additional key words|pacs|msc|mathematics subject classification|general terms|"
+                          r"highlights|graphical abstract|article info)\b", re.IGNORECASE)
 SMALL_PRINT = 0.93  # lines set this much smaller than the body are footnotes, tables, labels
 # Words that commonly start or end a real hyphenated compound: a line-end hyphen between them stays.
 COMPOUND_FIRST = frozenset(
@@ -65,7 +68,7 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
     content = [ln for ln in lines if not ln.furniture]
     if not content:
         return parts
-    body_size = dominant_size(content)
+    body_size = dominant_size(content[: references_by_text(content)])
     headings = find_headings(content, body_size)
     abstract_at = find_abstract(content)
     start = first_section(content, headings, abstract_at)
@@ -174,31 +177,50 @@ def find_abstract(lines: list[Line]) -> int | None:
     for i, ln in enumerate(lines):
         if ln.page > 1:
             break
-        if ABSTRACT_HEAD.match(ln.text):
+        if ABSTRACT_HEAD.match(plain(ln)):
             return i
     return None
 
 
 def first_section(lines: list[Line], headings: list[int], abstract_at: int | None) -> int:
-    """Index of the first section heading after the abstract (or after the title block)."""
+    """Index of the first section heading after the abstract (or after the title block).
+
+    Front-matter headings (keywords, CCS concepts) do not count; where the paper numbers its
+    sections, the first numbered heading on the first pages is taken.
+    """
     after = abstract_at if abstract_at is not None else -1
-    for i in headings:
-        if i > after and not ABSTRACT_HEAD.match(lines[i].text) and not KEYWORDS.match(lines[i].text):
-            if abstract_at is None and i == 0:
-                continue  # the title itself
-            return i
+    candidates = [i for i in headings if i > after and not (abstract_at is None and i == 0)
+                  and not ABSTRACT_HEAD.match(plain(lines[i])) and not FRONT_MATTER.match(plain(lines[i]))]
+    numbered = [i for i in candidates if HEADING_NUMBER.match(lines[i].text.strip()) and lines[i].page <= 2]
+    if numbered:
+        return numbered[0]
+    if candidates:
+        return candidates[0]
     for i in range(after + 1, len(lines)):  # an introduction not set apart by its font
-        if INTRODUCTION.match(lines[i].text.strip()):
+        if INTRODUCTION.match(plain(lines[i])):
             return i
     return after + 1 if abstract_at is not None else 0
 
 
+def plain(line: Line) -> str:
+    """The line's text for matching keywords: small capitals drawn apart ("R EFERENCES") closed."""
+    return re.sub(r"\b([A-Z]) (?=[A-Z]{2,}\b)", r"\1", line.text.strip())
+
+
+def references_by_text(lines: list[Line]) -> int:
+    """Index of the last line that reads like a references heading, or the end."""
+    for i in range(len(lines) - 1, -1, -1):
+        if REFERENCES.match(plain(lines[i])):
+            return i if i > len(lines) // 3 else len(lines)
+    return len(lines)
+
+
 def find_references(lines: list[Line], headings: list[int], start: int) -> int | None:
     for i in headings:
-        if i > start and REFERENCES.match(lines[i].text.strip()):
+        if i > start and REFERENCES.match(plain(lines[i])):
             return i
     for i in range(len(lines) - 1, start, -1):  # a references heading not set apart by its font
-        if REFERENCES.match(lines[i].text.strip()):
+        if REFERENCES.match(plain(lines[i])):
             return i
     return None
 

@@ -237,7 +237,7 @@ def reading_order(lines: list[Line], width: float, page: int) -> list[Line]:
 def front_matter_bottom(lines: list[Line]) -> float | None:
     """On a first page, the baseline of the abstract's heading: title and authors lie above it."""
     for ln in lines:
-        if ABSTRACT_HEAD.match(ln.text):
+        if ABSTRACT_HEAD.match(re.sub(r"^([A-Z]) (?=[A-Z]{2,})", r"\1", ln.text.strip())):
             return ln.y + 1
     return None
 
