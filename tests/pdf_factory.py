@@ -167,6 +167,58 @@ def two_column(path: Path) -> PaperSpec:
     return PaperSpec(path)
 
 
+IEEE_LEFT = [
+    "Transactions papers put the abstract in the",
+    "left column, after a run-in heading, and",
+    "some more words fill the left column so that",
+    "the columns are long enough to be seen, and",
+    "the lines go on and on in plain running text",
+    "until the foot of the column is reached, and",
+    "a reader goes on reading at the other side;",
+    "they number their sections with Roman numer-",
+]
+IEEE_RIGHT = [
+    "als. A word cut at the foot of the left",
+    "column goes on at the top of the right one,",
+    "as in the work of Smith et al. (2019). These",
+    "lines are more words in the right column,",
+    "all in running text like the rest of it, and",
+    "they are here to make the right column long",
+    "enough to be found by the reader of columns",
+    "before the references of the paper begin.",
+]
+
+
+def ieee_like(path: Path) -> PaperSpec:
+    """Two columns, an inline "Abstract\u2014", a Roman section number in capitals, small-caps
+    REFERENCES (a capital and smaller capitals, two pieces), a word hyphenated across the columns."""
+    _fonts()
+    c = canvas.Canvas(str(path), pagesize=letter)
+    left, right = 54, 318
+    top = _title_block(c, HEIGHT - 90)
+    y = _lines(c, IEEE_RIGHT, right, top) - 10  # the right column first again
+    c.setFont("Vera", 10)
+    c.drawString(right + 60, y, "R")
+    c.setFont("Vera", 8)
+    c.drawString(right + 67, y, "EFERENCES")
+    _lines(c, [REFERENCE[:40], REFERENCE[40:]], right, y - 16, 8, leading=9.5)
+    c.setFont("Vera-Bold", 9)
+    c.drawString(left, top, "Abstract\u2014" + ABSTRACT[0])
+    y = _lines(c, [ABSTRACT[1]], left, top - 11, 9, "Vera-Bold", 11)
+    y = _lines(c, ["Index Terms\u2014layout, reading order."], left, y - 4, 9, "Vera-Bold") - 14
+    c.setFont("Vera", 10)
+    c.drawCentredString(left + 120, y, "I. INTRODUCTION")
+    _lines(c, IEEE_LEFT, left, y - 18)
+    c.setFont("Vera", 10)
+    c.drawCentredString(WIDTH / 2, 36, "1")
+    c.showPage()
+    c.save()
+    text = " ".join(IEEE_LEFT + IEEE_RIGHT).replace("numer- als.", "numerals.")
+    return PaperSpec(path, sections=["I. INTRODUCTION"], body=text,
+                     noise=["Index Terms", "cited work", "Ada Lovelace", "abstract must"])
+
+
 def build_all(directory: Path) -> dict[str, PaperSpec]:
     return {"one_column": one_column(directory / "one-column.pdf"),
-            "two_column": two_column(directory / "two-column.pdf")}
+            "two_column": two_column(directory / "two-column.pdf"),
+            "ieee_like": ieee_like(directory / "ieee-like.pdf")}

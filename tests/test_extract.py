@@ -223,7 +223,7 @@ def generated(tmp_path_factory):
     return pdf_factory.build_all(tmp_path_factory.mktemp("pdfs"))
 
 
-@pytest.mark.parametrize("layout", ["one_column", "two_column"])
+@pytest.mark.parametrize("layout", ["one_column", "two_column", "ieee_like"])
 def test_generated_paper_reads_in_order_without_furniture(generated, layout):
     spec = generated[layout]
     doc = extract(spec.path.read_bytes(), spec.path.name)
@@ -234,6 +234,11 @@ def test_generated_paper_reads_in_order_without_furniture(generated, layout):
     assert body == spec.body  # reading order, hyphenation, ligatures, no headers/captions/footnotes
     for noise in spec.noise:
         assert noise not in doc.body
+
+
+def test_generated_paper_model_text(generated):
+    text = to_model_text(extract(generated["ieee_like"].path.read_bytes(), "x.pdf")).text
+    assert "roman numerals ." in text and "the work of @xcite ." in text and text == text.lower()
 
 
 def test_generated_paper_keeps_appendix_only_when_asked(generated):
