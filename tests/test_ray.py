@@ -5,6 +5,7 @@ failures, and a rerun that skips finished papers."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import shutil
@@ -149,6 +150,30 @@ def test_a_model_that_does_not_load_stops_the_run_only_when_a_paper_needs_it(jso
     with pytest.raises(ModelLoadError, match="^model directory not found: /nonexistent/model$"):
         on_ray(config(folder, tmp_path / "out", "json", timeout=0), "/nonexistent/model")
     assert not (tmp_path / "out" / "long.json").exists()
+
+
+def test_the_model_actor_sorts_its_window_by_length_into_batches(tiny_model_dir, tmp_path):
+    """The two stages in-process, no Ray: failures come back first, then one output batch per model
+    batch, longest papers together, as `runner.make_batches` groups them on one machine."""
+    import numpy as np
+
+    from arxsum.distributed import ExtractStage, SummarizeStage
+    from arxsum.sources import ExtractOptions
+
+    names = []
+    for i, n in enumerate([10, 60, 25, 1, 40]):
+        (tmp_path / f"p{i}.txt").write_text(" ".join([TEXT] * n))
+        names.append(str(tmp_path / f"p{i}.txt"))
+    names.append(str(tmp_path / "missing.txt"))
+    rows = [json.dumps({"name": name, "kind": "file", "arxiv_id": None, "path": name}) for name in names]
+    extract = ExtractStage(options=ExtractOptions(), timeout=0, raw=False, stdin=None, arxiv=None)
+    extracted = extract({"index": np.arange(len(rows)), "payload": np.asarray(rows, dtype=object)})
+    cfg = RunConfig(options=OPTIONS, batch_size=2, max_input_tokens=512)
+    stage = SummarizeStage(cfg=cfg, model=str(tiny_model_dir), device="cpu", dtype="auto")
+    out = [(list(b["index"]), [json.loads(p) for p in b["payload"]]) for b in stage(extracted)]
+    assert [indices for indices, _ in out] == [[5], [1, 4], [2, 0], [3]]
+    assert out[0][1][0]["reason"].startswith("cannot read")
+    assert all("result" in p for _, payloads in out[1:] for p in payloads)
 
 
 @pytest.mark.parametrize("cpus, gpus, workers, device, batch_size, plan", [
