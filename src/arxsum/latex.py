@@ -159,8 +159,7 @@ def to_text(latex: str) -> str:
     text = re.sub(r"\\\((.*?)\\\)", lambda m: f"${m.group(1)}$", text, flags=re.DOTALL)
     text = re.sub(r"\\ensuremath\s*\{([^{}]*)\}", r"$\1$", text)
     text, maths = _hold_math(text)
-    text = SECTION.sub(lambda m: "\n\n\\sectiontitle{", text)
-    text = re.sub(r"\\sectiontitle\{", "\\\\dropgroup{", text)
+    text = SECTION.sub(lambda m: "\n\n\\dropgroup{", text)  # headings are not body text
     text = re.sub(r"\\(paragraph|subparagraph)\*?\s*\{([^{}]*)\}", r"\n\n\2. ", text)
     text = re.sub(r"\\href\s*\{[^{}]*\}\s*\{([^{}]*)\}", r"\1", text)
     text = _drop_commands_with_args(text)

@@ -27,6 +27,7 @@ REFERENCES = re.compile(
     re.IGNORECASE,
 )
 APPENDIX = re.compile(r"^(appendix|appendices|supplementary)\b|^[A-H](\.\d+)*\.?\s+[A-Z]", re.IGNORECASE)
+REFERENCE_ENTRY = re.compile(r"^\[?\d+[\].]\s")  # "[12] A. Author" or "12. A. Author"
 CAPTION = re.compile(r"^(figure|fig\.|table|tab\.|algorithm)\s*[A-Z]?\d+(\.\d+)?\s*[:.|]", re.IGNORECASE)
 KEYWORDS = re.compile(r"^(key\s?words|index terms|subject headings)\b", re.IGNORECASE)
 FRONT_MATTER = re.compile(r"^(key\s?words|index terms|subject headings|ccs concepts|acm reference format|"
@@ -230,9 +231,12 @@ def find_appendix(lines: list[Line], headings: list[int], refs_at: int | None) -
     if refs_at is None:
         return None
     for i in headings:
-        if i > refs_at and (APPENDIX.match(lines[i].text) or HEADING_NUMBER.match(lines[i].text)):
-            if not re.match(r"^\[?\d+\]", lines[i].text) and lines[i].bold or lines[i].size > lines[refs_at].size - 0.5:
-                return i
+        line = lines[i]
+        if i <= refs_at or REFERENCE_ENTRY.match(line.text):
+            continue
+        looks_like_the_references_heading = line.bold or line.size > lines[refs_at].size - 0.5
+        if (APPENDIX.match(line.text) or HEADING_NUMBER.match(line.text)) and looks_like_the_references_heading:
+            return i
     return None
 
 
