@@ -42,8 +42,8 @@ needs_samples = pytest.mark.skipif(not PAPER_NAMES, reason="sample papers not pr
 # --- measuring a paper -------------------------------------------------------------------------
 
 @cache
-def model_input(name: str) -> tuple[Document, str]:
-    doc = extract((PAPERS / f"{name}.pdf").read_bytes(), f"{name}.pdf")
+def model_input(name: str, suffix: str = ".pdf") -> tuple[Document, str]:
+    doc = extract((PAPERS / f"{name}{suffix}").read_bytes(), f"{name}{suffix}")
     return doc, to_model_text(doc).text
 
 
@@ -116,9 +116,9 @@ def broken_words(output: str, vocab: set[str]) -> int:
     return count
 
 
-def figures(name: str) -> dict:
-    """The judged figures for one sample paper."""
-    doc, out = model_input(name)
+def figures(name: str, suffix: str = ".pdf") -> dict:
+    """The judged figures for one sample paper, read from its PDF (or its .tex)."""
+    doc, out = model_input(name, suffix)
     tex_source = (PAPERS / f"{name}.tex").read_text()
     body = tex_body(name)
     full = tex_body(name, keep_appendix=True) or ""
@@ -365,8 +365,11 @@ def test_command_failures_are_one_line_and_exit_1(cli, generated, tmp_path):
 
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or PAPER_NAMES
-    table = {name: figures(name) for name in names}
+    suffix = ".tex" if "--tex" in sys.argv else ".pdf"
+    names = [a for a in sys.argv[1:] if not a.startswith("--")] or PAPER_NAMES
+    if suffix == ".tex":
+        names = [n for n in names if tex_body(n) is not None]
+    table = {name: figures(name, suffix) for name in names}
     keys = list(next(iter(table.values())))
     print("| figure | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))

@@ -90,7 +90,7 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
         raise InputError("no text layer: OCR it first")
     parts = split_paper(lines, float(reader.pages[0].mediabox.top), keep_appendix=keep_appendix)
     if rotated:
-        parts.dropped["rotated text (arXiv stamp)"] += rotated
+        parts.dropped["rotated text fragments (arXiv stamp)"] += rotated
     notes = [f"{unreadable} damaged page(s) skipped"] if unreadable else []
     if importlib.util.find_spec("fontTools") is None:
         notes.append("fontTools is not installed: pypdf may misread the text of Type1 (CFF) fonts")

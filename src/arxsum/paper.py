@@ -65,7 +65,7 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
     parts = Parts()
     for ln in lines:
         if ln.furniture:
-            parts.dropped[ln.furniture + "s"] += 1
+            parts.dropped[ln.furniture + " lines"] += 1
     content = [ln for ln in lines if not ln.furniture]
     if not content:
         return parts
@@ -77,11 +77,11 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
     end = refs_at if refs_at is not None else len(content)
     appendix_at = find_appendix(content, headings, refs_at)
 
-    parts.title = find_title(content[: abstract_at if abstract_at is not None else start])
+    parts.title = without_math_marks(find_title(content[: abstract_at if abstract_at is not None else start]))
     front = content[:start]
     parts.dropped["title block lines"] += len(front)
     if abstract_at is not None:
-        parts.abstract = abstract_text(content[abstract_at:start]) or None
+        parts.abstract = without_math_marks(abstract_text(content[abstract_at:start]))
     chosen = content[start:end]
     if refs_at is not None:
         stop = appendix_at if appendix_at is not None else len(content)
@@ -98,7 +98,7 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
     after_heading = True
     for block in blocks(body_lines, heading_ids):
         if block.heading:
-            parts.sections.append(" ".join(clean(ln.text) for ln in block.lines))
+            parts.sections.append(without_math_marks(" ".join(clean(ln.text) for ln in block.lines)))
             after_heading = True
             continue
         texts = [clean(ln.text) for ln in block.lines]
@@ -109,6 +109,13 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
         after_heading = False
     parts.body = "\n\n".join(p for p in (join_lines(t, vocab) for t in paragraphs) if p)
     return parts
+
+
+def without_math_marks(text: str | None) -> str | None:
+    """Title, abstract and headings are shown to people: no `$` around their math, no `_`/`^`."""
+    if not text:
+        return None
+    return re.sub(r"\$([^$]*)\$", lambda m: m.group(1).replace("_", "").replace("^", ""), text).replace("$", "")
 
 
 def dominant_size(lines: list[Line]) -> float:
