@@ -54,6 +54,11 @@ from arxsum.sources import BadInput, ExtractOptions, Extractor, Source
 from arxsum.writers import Result
 
 GPU_WINDOW = SORT_WINDOW * 16  # papers per model-actor call on GPUs when --batch-size is not given
+# A Ray Data task works through its whole input (a block, or blocks bundled up to the batch size)
+# before its output moves on, so small blocks keep results, and so resume points, flowing: one
+# paper a block when a model actor takes one paper at a time (CPUs), else 8 (100,000 papers make
+# 12,500 blocks), and a model actor's output comes a window at a time
+PAPERS_PER_BLOCK = 8
 
 
 # -- how the cluster is used -------------------------------------------------------------------
@@ -161,7 +166,8 @@ def build_pipeline(ray, rows: list[dict], cfg: RunConfig, plan: Plan, *, model: 
     that every block agrees on, and a block where every paper failed would otherwise hold columns
     of nulls only.
     """
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1000)))
+    per_block = min(PAPERS_PER_BLOCK, plan.window)
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // per_block)))
     dataset = dataset.map_batches(
         ExtractStage, batch_size=1, num_cpus=1,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.extractors),
