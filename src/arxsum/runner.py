@@ -38,6 +38,11 @@ DEFAULT_MAX_PAGES = 100  # 16384 tokens are ~25 pages of text; more pages only c
 SORT_WINDOW = 8  # batches of this many are formed from a window of SORT_WINDOW * batch_size inputs
 
 
+def default_workers() -> int:
+    """Extraction processes: 2, up to 4 on machines with 8 cores or more (a GPU box reads papers faster)."""
+    return max(2, min(4, (os.cpu_count() or 2) // 2))
+
+
 def debug() -> bool:
     return os.environ.get("ARXSUM_DEBUG", "") not in ("", "0")
 
@@ -63,7 +68,7 @@ class RunConfig:
     batch_size: int | None = None  # None: 1 on CPU, from free memory on CUDA
     max_input_tokens: int | None = None  # None: the model's own limit
     options: GenerationOptions = field(default_factory=GenerationOptions)
-    workers: int = 2  # extraction processes
+    workers: int = field(default_factory=lambda: default_workers())  # extraction processes
 
     def check(self) -> None:
         if self.format not in WRITERS:
