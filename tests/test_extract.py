@@ -84,24 +84,26 @@ def caption_texts(tex: str) -> list[str]:
     return out
 
 
-def references_text(name: str) -> str:
-    """The references list as pypdf's plain text gives it: after the last 'References' line."""
+@cache
+def plain_pages(name: str) -> tuple[str, ...]:
+    """pypdf's plain text of each page, independent of our layout analysis."""
     import pypdf
 
-    reader = pypdf.PdfReader(PAPERS / f"{name}.pdf")
-    text = "\n".join(page.extract_text() or "" for page in reader.pages)
+    return tuple(page.extract_text() or "" for page in pypdf.PdfReader(PAPERS / f"{name}.pdf").pages)
+
+
+def references_text(name: str) -> str:
+    """The references list as pypdf's plain text gives it: after the last 'References' line."""
+    text = "\n".join(plain_pages(name))
     heads = list(re.finditer(r"^\s*(\d+\s*)?(references|bibliography)\s*$", text, re.IGNORECASE | re.MULTILINE))
     return text[heads[-1].end():] if heads else ""
 
 
 def running_headers(name: str) -> list[str]:
     """First and last lines that repeat (digits aside) on three or more pages."""
-    import pypdf
-
-    reader = pypdf.PdfReader(PAPERS / f"{name}.pdf")
     seen: Counter[str] = Counter()
-    for page in reader.pages:
-        lines = [ln.strip() for ln in (page.extract_text() or "").splitlines() if ln.strip()]
+    for page in plain_pages(name):
+        lines = [ln.strip() for ln in page.splitlines() if ln.strip()]
         for ln in set(lines[:2] + lines[-2:]):
             seen[re.sub(r"\d+", "", ln)] += 1
     return [ln for ln, k in seen.items() if k >= 3 and len(ln.split()) >= 3]
@@ -182,7 +184,7 @@ def test_real_paper_meets_the_judged_figures(name):
 @needs_samples
 @pytest.mark.parametrize("name", PAPER_NAMES)
 def test_real_paper_parts(name):
-    doc, _ = model_input(name)
+    doc, _ = model_input(name, ".pdf")
     assert doc.title and doc.abstract and len(doc.sections) >= 4
     abstract_words = words(normalised((PAPERS / f"{name}.abstract.txt").read_text()))
     found = set(words(to_training_text(doc.abstract)[0]))
