@@ -347,8 +347,8 @@ class _Notes:
 
 class SummarizeStage:
     """Model actor: the summarizer is loaded once, when the actor starts; each call gets a window
-    of papers, sorts them by length into batches (the runner's `make_batches`) and yields the
-    results of each batch as soon as it is done.
+    of papers, sorts them by length into batches (the runner's `make_batches`) and yields one
+    output batch per model batch, after one for the papers that failed extraction.
 
     A model that does not load stops the run only when a paper needs it, as in the runner: papers
     that failed extraction are still settled (a rerun of only-bad files succeeds without a model).
