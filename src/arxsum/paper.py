@@ -61,7 +61,7 @@ class Parts:
 
 
 def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = False) -> Parts:
-    """Find the paper's parts among its content lines (furniture already marked)."""
+    """Find the paper's parts among its lines (furniture already marked)."""
     parts = Parts()
     for ln in lines:
         if ln.furniture:
@@ -74,31 +74,43 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
     abstract_at = find_abstract(content)
     start = first_section(content, headings, abstract_at)
     refs_at = find_references(content, headings, start)
-    end = refs_at if refs_at is not None else len(content)
     appendix_at = find_appendix(content, headings, refs_at)
 
     parts.title = without_math_marks(find_title(content[: abstract_at if abstract_at is not None else start]))
-    front = content[:start]
-    parts.dropped["title block lines"] += len(front)
+    parts.dropped["title block lines"] += start
     if abstract_at is not None:
         parts.abstract = without_math_marks(abstract_text(content[abstract_at:start]))
-    chosen = content[start:end]
-    if refs_at is not None:
-        stop = appendix_at if appendix_at is not None else len(content)
-        parts.dropped["reference lines"] += stop - refs_at
-        if appendix_at is not None:
-            if keep_appendix:
-                chosen = chosen + content[appendix_at:]
-            else:
-                parts.dropped["appendix lines"] += len(content) - appendix_at
+    chosen = body_region(content, start, refs_at, appendix_at, keep_appendix, parts)
     heading_ids = {id(content[i]) for i in headings}
     body_lines = drop_floats_and_small_print(chosen, body_size, page_height, parts, heading_ids)
+    parts.sections, parts.body = assemble(body_lines, heading_ids)
+    return parts
+
+
+def body_region(content: list[Line], start: int, refs_at: int | None, appendix_at: int | None,
+                keep_appendix: bool, parts: Parts) -> list[Line]:
+    """The lines from the first section to the references, and the appendix after them if asked."""
+    if refs_at is None:
+        return content[start:]
+    stop = appendix_at if appendix_at is not None else len(content)
+    parts.dropped["reference lines"] += stop - refs_at
+    if appendix_at is None:
+        return content[start:refs_at]
+    if keep_appendix:
+        return content[start:refs_at] + content[appendix_at:]
+    parts.dropped["appendix lines"] += len(content) - appendix_at
+    return content[start:refs_at]
+
+
+def assemble(body_lines: list[Line], heading_ids: set[int]) -> tuple[list[str], str]:
+    """Section headings, and the body: paragraphs (blank-line separated) of rejoined lines."""
     vocab = vocabulary(body_lines)
+    sections: list[str] = []
     paragraphs: list[list[str]] = []
     after_heading = True
     for block in blocks(body_lines, heading_ids):
         if block.heading:
-            parts.sections.append(without_math_marks(" ".join(clean(ln.text) for ln in block.lines)))
+            sections.append(without_math_marks(" ".join(clean(ln.text) for ln in block.lines)))
             after_heading = True
             continue
         texts = [clean(ln.text) for ln in block.lines]
@@ -107,8 +119,7 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
         else:
             paragraphs.append(texts)
         after_heading = False
-    parts.body = "\n\n".join(p for p in (join_lines(t, vocab) for t in paragraphs) if p)
-    return parts
+    return sections, "\n\n".join(p for p in (join_lines(t, vocab) for t in paragraphs) if p)
 
 
 def without_math_marks(text: str | None) -> str | None:
