@@ -110,6 +110,15 @@ def test_precision_counts_papers_equal_to_float32():
     assert rows[1]["equals_float32"]["arxsum"] == {"equal": 1, "papers": 2}
 
 
+def test_bfloat16_speedup_is_against_the_seed_in_float32():
+    rows = [{"dtype": "float32", "tokens": 8, "batch": 1, "steps": 3, "seed": {"end_to_end_s": 12.0},
+             "arxsum": {"end_to_end_s": 4.0}},
+            {"dtype": "bfloat16", "tokens": 8, "batch": 1, "steps": 3, "seed": {"end_to_end_s": 30.0},
+             "arxsum": {"end_to_end_s": 1.5}}]
+    bench.against_seed_float32(rows)
+    assert "speedup_vs_seed_float32" not in rows[0] and rows[1]["speedup_vs_seed_float32"] == 8.0
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "--ref-python"),
     (["--no-ref", "--dtype", "float16"], "float16 is for GPUs"),
