@@ -94,3 +94,8 @@ def test_readable_restores_pdf_math_and_attaches_punctuation():
 def test_readable_without_math_list():
     assert readable("in this paper , we show that @xmath2 is large . i think so .", []) == \
         "In this paper, we show that [math] is large. I think so."
+
+
+def test_readable_sentence_case_skips_abbreviations():
+    assert readable("we use it , e.g. , for this ( see fig . 2 ) . it works .", []) == \
+        "We use it, e.g., for this (see fig. 2). It works."

@@ -77,9 +77,13 @@ def latex_document(source: str, name: str, *, keep_appendix: bool = False) -> Do
         inputs = re.findall(r"\\(?:input|include)\s*\{([^}]*)\}", document)
         hint = f" (it \\inputs {', '.join(inputs[:4])}: pass the PDF or a flattened .tex)" if inputs else ""
         raise InputError(f"no body text in the LaTeX source{hint}")
-    return Document(source=name, kind="tex", body=body, title=to_text(title) if title else None,
-                    abstract=to_text(abstract) if abstract else None, sections=sections,
+    return Document(source=name, kind="tex", body=body, title=one_line(title), abstract=one_line(abstract),
+                    sections=[" ".join(s.split()) for s in sections],
                     dropped={k: v for k, v in dropped.items() if v})
+
+
+def one_line(latex: str | None) -> str | None:
+    return " ".join(to_text(latex).split()) or None if latex else None
 
 
 def strip_comments(text: str) -> str:

@@ -269,7 +269,17 @@ def attach_punctuation(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|et al|vs|cf|fig|figs|eq|eqs|resp|approx|sec|ref|refs|no)\.$",
+                          re.IGNORECASE)
+
+
 def sentence_case(text: str) -> str:
-    """Capital letter at the start of each sentence, and for the pronoun 'I'."""
-    text = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
+    """Capital letter at the start of each sentence (not after "e.g."), and for the pronoun 'I'."""
+    def capitalise(m: re.Match) -> str:
+        before = text[: m.start(2)].rstrip()
+        if before and ABBREVIATION.search(before):
+            return m.group(0)
+        return m.group(1) + m.group(2).upper()
+
+    text = re.sub(r"(^|[.!?]\s+)([a-z])", capitalise, text)
     return re.sub(r"\bi\b(?!\.)", "I", text)
