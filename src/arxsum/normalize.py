@@ -22,7 +22,7 @@ PROTECTED = re.compile(r"@xmath\d+|@xcite")
 URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]*[^\s<>\"')\].,;:]", re.IGNORECASE)
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 LATEX_CITE = re.compile(r"\\(?:no)?cite[a-zA-Z]*\*?(?:\[[^\]]*\]){0,2}\{[^}]*\}")
-NUMERIC_CITE = re.compile(r"\[\s*\d{1,3}(?:\s*[-–,;]\s*\d{1,3})*\s*\]")
+NUMERIC_CITE = re.compile(r"\[\s*\d{1,3}(?:\s*[-–,;]\s*\d{1,3})*(?:\s*,\s*[A-Za-z][^\]\[]{0,30})?\s*\]")
 ALPHA_CITE = re.compile(r"\[[A-Z][A-Za-z+]{1,8}\s?\d{2,4}[a-z]?(?:\s*[,;]\s*[A-Z][A-Za-z+]{1,8}\s?\d{2,4}[a-z]?)*\]")
 _NAME = r"(?:(?:de|van|von|der|den|le|la|di|da|del)\s+)*[A-Z\u00c0-\u00de\u0100-\u017f][\w'’`´¨\-]*[a-zà-ÿ\u0100-\u017f][\w'’\-]*"
 _AUTHORS = rf"{_NAME}(?:\s+et\s+al\.?|(?:\s*,\s*{_NAME})*\s*(?:,?\s*(?:and|&)\s+{_NAME}))?"
@@ -222,7 +222,7 @@ def number_math(text: str, spans: list[str]) -> tuple[str, list[str]]:
 def casing(text: str) -> dict[str, str]:
     """Words the paper writes with capitals mid-sentence (GAIL, Kerr, IMDB): lowercase -> as written."""
     seen: dict[str, Counter] = {}
-    for m in re.finditer(r"(?<![.!?]\s)(?<!^)\b([A-Za-z][A-Za-z0-9]*)\b", text):
+    for m in re.finditer(r"(?<![.!?]\s)(?<!\n)(?<!^)\b([A-Za-z][A-Za-z0-9]*)\b", text):
         word = m.group(1)
         seen.setdefault(word.lower(), Counter())[word] += 1
     cased: dict[str, str] = {}

@@ -17,16 +17,15 @@ import typer
 from arxsum.document import Document
 from arxsum.errors import ArxsumError, InputError
 
-DEFAULT_MODEL = "ccdv/lsg-bart-base-16384-arxiv"  # only to count tokens; see arxsum.summarizer
-
-HELP = """Print the text the model would see for each PAPER (PDF, LaTeX .tex, or text; - for stdin).
-
-For PDFs and LaTeX that is the body, from the first section after the abstract up to the
-references, without headings, captions, footnotes, running headers and page numbers, then
-normalised to the model's training text: lowercase, spaces around punctuation, math as @xmathN,
-citations as @xcite, no URLs or e-mail addresses. --raw prints the body before normalisation
-(plain text files unchanged). --format json gives the parts: title, abstract, sections, body,
-counts and what was dropped."""
+HELP = (
+    "Print the text the model would see for each PAPER (PDF, LaTeX .tex, or text; - for stdin).\n\n"
+    "For PDFs and LaTeX that is the body, from the first section after the abstract up to the "
+    "references, without headings, captions, footnotes, running headers and page numbers, normalised "
+    "to the model's training text: lowercase, spaces around punctuation, math as @xmathN, citations as "
+    "@xcite, no URLs or e-mail addresses.\n\n"
+    "--raw prints the body before normalisation (plain text files unchanged). --format json prints one "
+    "object a paper: title, abstract, sections, body, math, pages, characters, tokens, dropped."
+)
 
 
 class OutputFormat(str, Enum):
@@ -44,8 +43,10 @@ def extract_command(
     password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs.")] = None,
     max_pages: Annotated[int | None, typer.Option(min=1, help="Read at most this many PDF pages.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show pypdf's warnings.")] = False,
-    model: Annotated[str, typer.Option(envvar="ARXSUM_MODEL",
-                                       help="Model whose tokenizer counts the tokens.")] = DEFAULT_MODEL,
+    model: Annotated[str | None, typer.Option(
+        envvar="ARXSUM_MODEL", show_default=False,
+        help="Hub id or local folder of the model whose tokenizer counts the tokens (--format json); "
+             "default: the summarizer's model.")] = None,
 ) -> None:
     counter = TokenCounter(model) if output_format is OutputFormat.json else None
     failed = 0
@@ -115,7 +116,7 @@ def parts_json(doc: Document, text: str, math: list[str], raw: bool, counter: To
 class TokenCounter:
     """Counts tokens with the model's tokenizer; null counts (and one note) when it cannot be loaded."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str | None) -> None:
         self.model = model
         self._tokenizer = None
         self._failed = False
@@ -131,6 +132,10 @@ class TokenCounter:
             try:
                 from arxsum.loading import load_tokenizer
 
+                if self.model is None:
+                    from arxsum.summarizer import DEFAULT_MODEL  # its one source of truth
+
+                    self.model = DEFAULT_MODEL
                 self._tokenizer = load_tokenizer(self.model)
             except Exception as e:  # noqa: BLE001 - any failure only costs the token counts
                 self._failed = True
