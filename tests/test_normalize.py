@@ -16,7 +16,7 @@ def norm(text: str) -> str:
 @pytest.mark.parametrize("citation", [
     "[12]", "[3-5]", "[3, 4, 9]", "[3–5]", "(Smith et al., 2019)", "(Smith and Jones, 2019; Lee, 2020)",
     "(e.g. Komissarov 2001, 2004a,b; Semenov et al. 2004)", "(Blandford & Znajek 1977)", "\\citep{key1,key2}",
-    "\\cite[p.~3]{key}", "[Smi19]",
+    "\\cite[p.~3]{key}", "[Smi19]", "[12, Theorem 3]",
 ])
 def test_citations_become_xcite(citation):
     assert norm(f"as shown before {citation} we go on.") == "as shown before @xcite we go on ."
