@@ -96,6 +96,7 @@ INPUT = "Input"
 MODEL = "Model and decoding (unset: the model card's defaults)"
 OUTPUT = "Output"
 BATCH = "Batch and bad input"
+RAY = "Ray cluster (pip install 'arxsum[ray]')"
 
 
 @app.command(DEFAULT_COMMAND)
@@ -155,6 +156,14 @@ def summarize(
     cache_dir: Annotated[Path | None, typer.Option(
         help="Where downloaded arXiv PDFs are kept (default: ~/.cache/arxsum).", envvar="ARXSUM_CACHE_DIR",
         rich_help_panel=INPUT)] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Run on Ray Data: extraction on CPU actors, the model on one actor per GPU "
+                      "(a local Ray instance unless --ray-address).", rich_help_panel=RAY)] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Address of a running Ray cluster (e.g. auto); implies --ray.", envvar="RAY_ADDRESS",
+        rich_help_panel=RAY)] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Model actors on Ray (default: one per GPU, or half the CPUs).", rich_help_panel=RAY)] = None,
 ) -> None:
     """Summarize papers: one summary per input, on stdout, in -o FILE, or in --output-dir."""
     console = Console(stderr=True)
@@ -169,8 +178,17 @@ def summarize(
             options=generation_options(generation))
         from arxsum.arxiv import ArxivClient
 
-        report = run(cfg, console=console, arxiv=ArxivClient(cache_dir=cache_dir),
-                     load_summarizer=lambda: load_summarizer(model, device, dtype.value, console, quiet))
+        arxiv = ArxivClient(cache_dir=cache_dir)
+        if ray or ray_address:
+            from arxsum.distributed import run_ray
+
+            report = run_ray(cfg, address=ray_address, workers=workers, model=model, device=device,
+                             dtype=dtype.value, console=console, arxiv=arxiv)
+        elif workers is not None:
+            raise OptionsError("--workers is for --ray runs")
+        else:
+            report = run(cfg, console=console, arxiv=arxiv,
+                         load_summarizer=lambda: load_summarizer(model, device, dtype.value, console, quiet))
         raise typer.Exit(report.exit_code)
 
 
