@@ -138,6 +138,8 @@ def test_bad_inputs_get_one_line_each_and_exit_1(cli, tiny_model_dir, paper_file
     (["--format", "xml"], "xml"),
     (["-o", "x.txt", "--output-dir", "d"], "cannot be used together"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--workers", "2"], "--workers is for --ray runs"),
+    (["--ray", "--workers", "0"], "--workers"),
 ])
 def test_usage_errors_exit_2_with_one_line(cli, paper_files, args, message):
     result = cli(paper_files[0], *args)
