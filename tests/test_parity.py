@@ -14,12 +14,15 @@ Without it these tests fail; ARXSUM_SKIP_PARITY=1 skips them for quick local run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import random
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +76,7 @@ REAL = {
     "real": dict(config=dict(TINY, vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6,
                              encoder_attention_heads=12, decoder_attention_heads=12, encoder_ffn_dim=3072,
                              decoder_ffn_dim=3072, max_position_embeddings=16384, block_size=256,
-                             num_global_tokens=64, init_std=0.1),
+                             num_global_tokens=64, init_std=0.05),
                  formats=["bin"], seed=6),
 }
 
@@ -328,14 +331,27 @@ def run_reference(grid: dict[str, list[Case]], checkpoints: dict, workdir: Path)
     return results
 
 
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory) -> dict:
-    return run_reference(GRID, CHECKPOINTS, tmp_path_factory.mktemp("parity"))
+@contextlib.contextmanager
+def workdir(name: str):
+    """A private temp dir: pytest's own basetemp is pruned by any other pytest run on the machine,
+    and the real-architecture checkpoint (650 MB) should not outlive the session."""
+    path = Path(tempfile.mkdtemp(prefix=f"arxsum-{name}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def reference_real(tmp_path_factory) -> dict:
-    return run_reference(REAL_GRID, REAL, tmp_path_factory.mktemp("parity-real"))
+def reference() -> dict:
+    with workdir("parity") as path:
+        yield run_reference(GRID, CHECKPOINTS, path)
+
+
+@pytest.fixture(scope="session")
+def reference_real() -> dict:
+    with workdir("parity-real") as path:
+        yield run_reference(REAL_GRID, REAL, path)
 
 
 class Loaded:
