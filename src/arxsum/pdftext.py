@@ -252,8 +252,10 @@ def right_column_start(lines: list[Line], width: float) -> float | None:
     starts = Counter(round(ln.x) for ln in text_lines if 0.4 * width < ln.x < 0.65 * width)
     if not starts:
         return None
-    x, _ = starts.most_common(1)[0]
-    aligned = sum(1 for ln in text_lines if abs(ln.x - x) <= 2)
+    # the column's left edge: the leftmost frequent start (indented lines start further right)
+    top = starts.most_common(1)[0][1]
+    x = min(x for x, n in starts.items() if n >= min(top, max(3, 0.3 * top)))
+    aligned = sum(1 for ln in text_lines if x - 2 <= ln.x <= x + 25)
     if aligned < 8 or aligned < 0.2 * len(text_lines):
         return None
     return float(x)
