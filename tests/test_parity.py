@@ -489,6 +489,38 @@ def test_real_architecture_summaries_equal_reference_pipeline(reference_real, lo
     check_text(reference_real, loaded, case, fmt)
 
 
+def cli_flags(o: GenerationOptions) -> list[str]:
+    assert o.early_stopping, "the CLI always stops early, as the model card's settings do"
+    return ["--num-beams", str(o.num_beams), "--length-penalty", str(o.length_penalty), "--max-length",
+            str(o.max_length), "--min-length", str(o.min_length), "--no-repeat-ngram-size", str(o.no_repeat_ngram_size)]
+
+
+@pytest.mark.parametrize("name", ["long-model-card", "truncated-seed-snippet", "batch4-model-card"])
+def test_cli_prints_the_reference_pipeline_text(reference, tmp_path, monkeypatch, name):
+    """`arxsum FILE... --raw` prints what the seed pipeline's decode returns (json, or jsonl in one batch)."""
+    from typer.testing import CliRunner
+
+    from arxsum.cli import app
+
+    case = next(c for c in reference["grid"]["text"] if c.name == name)
+    expected = reference["text"][case.key("safetensors")]["text"]
+    files = []
+    for i, text in enumerate(case.texts):
+        files.append(tmp_path / f"doc{i}.txt")
+        files[-1].write_text(text, encoding="utf-8")
+    fmt = ["--format", "json"] if len(files) == 1 else ["--format", "jsonl", "--batch-size", str(len(files))]
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, [*map(str, files), "--raw", *fmt, "--device", "cpu", "--dtype", "float32",
+                                      "--model", reference["checkpoints"][case.checkpoint]["safetensors"],
+                                      "--max-input-tokens", str(case.max_input_tokens), "-q",
+                                      *cli_flags(case.options)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    records = [json.loads(result.stdout)] if len(files) == 1 else [json.loads(line) for line in lines]
+    by_source = {Path(r["source"]).name: r["summary"] for r in records}
+    assert [by_source[f.name] for f in files] == expected
+
+
 def test_text_is_decoded_without_clean_up(reference, loaded):
     """transformers 4.x and 5.x default clean_up_tokenization_spaces differently: arxsum must give the
     pipeline's text (no clean-up) where the two differ."""
