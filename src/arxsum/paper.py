@@ -461,6 +461,9 @@ def join_lines(texts: list[str], vocab: set[str]) -> str:
         if out.endswith("\u00ad"):  # a soft hyphen: always a break inside a word
             out = out[:-1] + text
             continue
+        if re.search(r"(https?://|www\.)\S*[/.\-_]$", out):  # a URL broken at the line end
+            out += text
+            continue
         m = re.search(r"(\w+)-$", out)
         nxt = re.match(r"[^\W\d_]+", text)
         if m and nxt and text[0].islower():
