@@ -310,13 +310,12 @@ def common_prefix(x: list[int], y: list[int]) -> int:
 # ---- extraction --------------------------------------------------------------------------------
 
 def measure_extraction(paper: Path, workdir: Path) -> dict:
-    """Extraction + normalisation of one real paper, in a fresh arxsum process; writes the model text."""
+    """Extraction + normalisation of one real paper, in a fresh arxsum process; writes the model text
+    to workdir/paper.txt, for the tokenization row."""
     text = workdir / "paper.txt"
     out = run_command([sys.executable, str(Path(__file__).resolve()), "--extract", str(paper), str(text)],
                       f"extracting {paper}")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["text_path"] = str(text)
-    return result
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def extract_worker(paper: str, out: str) -> dict:
@@ -610,7 +609,7 @@ def bench(settings: dict, cache_dir: Path, out: Path) -> dict:
         text = None
         if settings["paper"]:
             report["extraction"] = measure_extraction(Path(settings["paper"]), workdir)
-            text = Path(report["extraction"]["text_path"])
+            text = workdir / "paper.txt"
         for i, case in enumerate(cases, 1):
             say(f"[{i}/{len(cases)}] {case.name}")
             row = measure_case(case, checkpoint, config, settings, text, workdir)
