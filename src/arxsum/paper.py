@@ -13,7 +13,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-from arxsum.pdftext import ABSTRACT_HEAD, Line
+from arxsum.pdftext import ABSTRACT_HEAD, Line, is_abstract_heading
 
 HEADING_NUMBER = re.compile(r"^(\d{1,2}(\.\d{1,2})*\.?|[IVX]{1,5}\.|[A-H](\.\d{1,2})*\.?)\s+(?=[A-Z])")
 HEADING_WORDS = re.compile(
@@ -29,6 +29,7 @@ REFERENCES = re.compile(
 APPENDIX = re.compile(r"^(appendix|appendices|supplementary)\b|^[A-H](\.\d+)*\.?\s+[A-Z]", re.IGNORECASE)
 REFERENCE_ENTRY = re.compile(r"^\[?\d+[\].]\s")  # "[12] A. Author" or "12. A. Author"
 CAPTION = re.compile(r"^(figure|fig\.|table|tab\.|algorithm)\s*[A-Z]?\d+(\.\d+)?\s*[:.|]", re.IGNORECASE)
+INTRODUCTION = re.compile(r"^((\d|I)\.?\s+)?introduction$", re.IGNORECASE)
 KEYWORDS = re.compile(r"^(key\s?words|index terms|subject headings)\b", re.IGNORECASE)
 FRONT_MATTER = re.compile(r"^(key\s?words|index terms|subject headings|ccs concepts|acm reference format|"
                           r"additional key words|pacs|msc|mathematics subject classification|general terms|"
@@ -196,7 +197,7 @@ def find_abstract(lines: list[Line]) -> int | None:
     for i, ln in enumerate(lines):
         if ln.page > 1:
             break
-        if ABSTRACT_HEAD.match(plain(ln)):
+        if is_abstract_heading(ln.text):
             return i
     return None
 
@@ -211,6 +212,8 @@ def first_section(lines: list[Line], headings: list[int], abstract_at: int | Non
     candidates = [i for i in headings if i > after and not (abstract_at is None and i == 0)
                   and not ABSTRACT_HEAD.match(plain(lines[i])) and not FRONT_MATTER.match(plain(lines[i]))]
     numbered = [i for i in candidates if HEADING_NUMBER.match(lines[i].text.strip()) and lines[i].page <= 2]
+    if candidates and INTRODUCTION.match(HEADING_NUMBER.sub("", plain(lines[candidates[0]]))):
+        return candidates[0]
     if numbered:
         return numbered[0]
     if candidates:
@@ -272,8 +275,6 @@ def find_title(front: list[Line]) -> str | None:
             break
     return " ".join(title) or None
 
-
-INTRODUCTION = re.compile(r"^((\d|I)\.?\s+)?introduction$", re.IGNORECASE)
 
 
 def abstract_text(lines: list[Line]) -> str:

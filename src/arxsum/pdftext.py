@@ -28,6 +28,13 @@ BOLD_FONT = re.compile(r"(bold|medi|semibold|black|heavy|demi|CMBX|CMB\d|LMRoman
 ARXIV_STAMP = re.compile(r"^\s*arXiv:\s*\d{4}\.\d{4,5}(v\d+)?\b", re.IGNORECASE)
 PAGE_NUMBER = re.compile(r"^\W*(page\s*)?\d{1,4}(\s*(of|/)\s*\d{1,4})?\W*$", re.IGNORECASE)
 ABSTRACT_HEAD = re.compile(r"^\s*a\s?bstract\b", re.IGNORECASE)
+ABSTRACT_INLINE = re.compile(r"^\s*a\s?bstract\s*[.:—–-]", re.IGNORECASE)  # "Abstract—We ..." (IEEE, LNCS)
+
+
+def is_abstract_heading(text: str) -> bool:
+    """ "Abstract" alone, or starting the abstract's first line ("Abstract. We ..."), not a sentence."""
+    text = re.sub(r"^([A-Z]) (?=[A-Z]{2,})", r"\1", text.strip())  # small capitals drawn apart
+    return bool(ABSTRACT_HEAD.match(text)) and (len(text.split()) <= 2 or bool(ABSTRACT_INLINE.match(text)))
 FOOTNOTE_MARK = re.compile(r"^\s*([0-9]{1,2}|[*†‡§¶]+)\s*$")
 MATH_GLUE = re.compile(r"^\s*[0-9()\[\]=+\-−,.:;/|·∗<>ˆˇ˘˙˜¯¨´`]+\s*$")
 MIN_SIZE = 2.0  # points; smaller text is not meant to be read
@@ -237,7 +244,7 @@ def reading_order(lines: list[Line], width: float, page: int) -> list[Line]:
 def front_matter_bottom(lines: list[Line]) -> float | None:
     """On a first page, the baseline of the abstract's heading: title and authors lie above it."""
     for ln in lines:
-        if ABSTRACT_HEAD.match(re.sub(r"^([A-Z]) (?=[A-Z]{2,})", r"\1", ln.text.strip())):
+        if is_abstract_heading(ln.text):
             return ln.y + 1
     return None
 
