@@ -98,10 +98,10 @@ def tiny_config(vocab_size: int, **overrides) -> dict:
 
 def real_architecture_config(vocab_size: int = 50265, **overrides) -> dict:
     """The published model's shape: 768 wide, 6 + 6 layers, block 256, 64 global tokens, 16384 positions."""
-    return tiny_config(vocab_size, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                       decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
-                       max_position_embeddings=16384, block_size=256, num_global_tokens=64, init_std=0.02,
-                       **overrides)
+    real = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
+                max_position_embeddings=16384, block_size=256, num_global_tokens=64, init_std=0.02)
+    return tiny_config(vocab_size, **{**real, **overrides})
 
 
 def random_state_dict(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:

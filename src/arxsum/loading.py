@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -121,9 +122,24 @@ def map_keys(raw: dict[str, torch.Tensor], model: LSGBartForConditionalGeneratio
     return mapped
 
 
+@contextmanager
+def _without_init():
+    """Build modules without random initialisation: every weight is replaced by the checkpoint's.
+    (On the meta device, torch's init functions also import torch._dynamo: 1.7 s for nothing.)"""
+    names = ("kaiming_uniform_", "uniform_", "normal_", "ones_", "zeros_")
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    for name in names:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
 def load_model(directory: Path, device: torch.device, dtype: torch.dtype) -> LSGBartForConditionalGeneration:
     config = load_config(directory)
-    with torch.device("meta"):
+    with torch.device("meta"), _without_init():
         model = LSGBartForConditionalGeneration(config)
     state = map_keys(read_state_dict(directory), model)
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
