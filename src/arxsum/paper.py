@@ -331,8 +331,7 @@ def is_prose(line: Line, margin: float) -> bool:
         return False  # left of the text block: figure labels
     if len(words) >= 3:
         return True
-    at_margin = abs(line.x - margin) < 2
-    return at_margin and bool(words) and text.rstrip().endswith((".", "!", "?", ":", ","))
+    return abs(line.x - margin) < 2 and bool(words)  # a short line of running text ("where", "ture.")
 
 
 def _starts_block(prev: Line | None, line: Line) -> bool:
