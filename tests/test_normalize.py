@@ -99,3 +99,7 @@ def test_readable_without_math_list():
 def test_readable_sentence_case_skips_abbreviations():
     assert readable("we use it , e.g. , for this ( see fig . 2 ) . it works .", []) == \
         "We use it, e.g., for this (see fig. 2). It works."
+
+
+def test_readable_leaves_pdf_display_formulas_out():
+    assert readable("we find @xmath0 .", ["X X − p(w_o|d) (1) log σ(α · v_d^T v_w) + 1 − t"]) == "We find [math]."

@@ -256,6 +256,8 @@ def _render_math(m: re.Match, math: list[str]) -> str:
         return "[math]"
     if "\\" in formula or "{" in formula:
         return f"${formula}$"  # LaTeX source: keep it recognisable as math
+    if len(formula) > 30 or formula.count("(") != formula.count(")"):
+        return "[math]"  # a display formula as PDF glyphs: not readable on one line
     return formula
 
 
