@@ -151,7 +151,12 @@ def _math_flags(fragments: list[Fragment], base: float, base_size: float) -> lis
 
 
 def page_fragments(page) -> tuple[list[Fragment], int]:
-    """The page's text fragments in content-stream order, and how many rotated ones were skipped."""
+    """The page's text fragments in content-stream order, and how many rotated ones were skipped.
+
+    Text smaller than MIN_SIZE is invisible (the LaTeX source that latexit embeds in figures) and
+    is left out, unless most of the page is that small: then its fonts are scaled in a way we do
+    not follow (Type3 bitmap fonts of old dvips PDFs) and the sizes are only relative.
+    """
     fragments: list[Fragment] = []
     rotated = 0
 
@@ -164,14 +169,15 @@ def page_fragments(page) -> tuple[list[Fragment], int]:
             rotated += 1  # the vertical arXiv stamp, rotated figure labels
             return
         scale = (m[0] ** 2 + m[1] ** 2) ** 0.5
-        if font_size * scale < MIN_SIZE:
-            return  # invisible text, such as the LaTeX source embedded in latexit figures
         font = str((font_dict or {}).get("/BaseFont", "")).lstrip("/")
         font = font.split("+", 1)[-1]
         fragments.append(Fragment(m[4], m[5], font_size * scale, font, text.replace("\n", " ")))
 
     page.extract_text(visitor_text=visit)
-    return fragments, rotated
+    visible = [f for f in fragments if f.size >= MIN_SIZE]
+    if sum(len(f.text) for f in visible) < 0.5 * sum(len(f.text) for f in fragments):
+        return fragments, rotated
+    return visible, rotated
 
 
 def _multiply(m, n):
