@@ -214,14 +214,14 @@ def _continues(line: Line, frag: Fragment) -> bool:
     return same_baseline and moves_right and near
 
 
-def reading_order(lines: list[Line], width: float, page: int) -> list[Line]:
-    """Sort a page's lines: top to bottom, and on two-column pages left column before right.
+def reading_order(lines: list[Line], right_x: float | None, page: int) -> list[Line]:
+    """Sort a page's lines: top to bottom, and on two-column pages (`right_x` is where the right
+    column starts) left column before right.
 
     Lines that span both columns (titles, wide abstracts, wide floats) cut the page into bands;
     each band is read left column first.
     """
-    right_x = right_column_start(lines, width)
-    if right_x is None:
+    if right_x is None or not lines:
         return sorted(lines, key=lambda ln: -ln.y)
     top = front_matter_bottom(lines) if page == 0 else None
     left_x = min(ln.x for ln in lines)
@@ -316,19 +316,39 @@ def read_lines(reader, limit: int) -> tuple[list[Line], int, int]:
     fragments were skipped, and how many pages could not be read (damaged content streams)."""
     pages: list[list[Line]] = []
     heights: list[float] = []
+    widths: list[float] = []
     rotated = 0
     unreadable = 0
     for i in range(limit):
         page = reader.pages[i]
-        box = page.mediabox
         try:
             fragments, skipped = page_fragments(page)
         except Exception:  # noqa: BLE001 - pypdf fails in many ways on a damaged page; skip it
             unreadable += 1
             continue
         rotated += skipped
-        lines = group_lines(fragments, page=i)
-        pages.append(reading_order(lines, float(box.width), i) if lines else [])
-        heights.append(float(box.top))
+        pages.append(group_lines(fragments, page=i))
+        heights.append(float(page.mediabox.top))
+        widths.append(float(page.mediabox.width))
+    columns = column_starts(pages, widths)
+    pages = [reading_order(lines, x, lines[0].page if lines else 0) for lines, x in zip(pages, columns, strict=True)]
     mark_furniture(pages, heights)
     return [ln for lines in pages for ln in lines], rotated, unreadable
+
+
+def column_starts(pages: list[list[Line]], widths: list[float]) -> list[float | None]:
+    """Each page's right-column start; a page with too few lines to tell (the last page of a
+    two-column paper) takes the paper's, if some of its lines start there."""
+    found = [right_column_start(lines, w) for lines, w in zip(pages, widths, strict=True)]
+    common = Counter(round(x) for x in found if x is not None).most_common(1)
+    if not common or common[0][1] < 2:
+        return found
+    x = float(common[0][0])
+    return [f if f is not None or not _fits_columns(lines, x) else x for f, lines in zip(found, pages, strict=True)]
+
+
+def _fits_columns(lines: list[Line], right_x: float) -> bool:
+    """Some lines start at the right column and (almost) none of the others runs across it."""
+    starts = sum(abs(ln.x - right_x) <= 3 for ln in lines)
+    across = sum(ln.x < right_x - 6 and ln.est_end > right_x + 30 for ln in lines)
+    return starts >= 3 and across <= 2
