@@ -49,6 +49,7 @@ RESULTS = [
     "The results show that every line comes back in order and",
     "that nothing from the margins gets into the text.",
 ]
+OUTLOOK = ["The last page has", "few lines in its", "left column and", "a few in the right", "one, read after", "the left ones."]
 RESULTS_TEXT = "The results show that every line comes back in order and that nothing from the margins gets into the text."
 
 
@@ -160,11 +161,16 @@ def two_column(path: Path) -> PaperSpec:
     _lines(c, [CAPTION[:40], CAPTION[40:]], left, y, 9, leading=10)
     _lines(c, [FOOTNOTE], left, 80, 8)
     c.showPage()
+    # a last page too short to show its columns by itself: right column first again
     _furniture(c, 2)
-    _references(c, left, HEIGHT - 90)
+    y = _lines(c, OUTLOOK[3:], right, HEIGHT - 90) - 14
+    _references(c, right, y)
+    y = _lines(c, ["4 Outlook"], left, HEIGHT - 90, 12, "Vera-Bold") - 6
+    _lines(c, OUTLOOK[:3], left, y)
     c.showPage()
     c.save()
-    return PaperSpec(path)
+    return PaperSpec(path, sections=["1 Introduction", "2 Method", "3 Results", "4 Outlook"],
+                     body=" ".join([INTRO_TEXT, METHOD_TEXT, RESULTS_TEXT, " ".join(OUTLOOK)]))
 
 
 IEEE_LEFT = [

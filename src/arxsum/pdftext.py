@@ -341,7 +341,7 @@ def column_starts(pages: list[list[Line]], widths: list[float]) -> list[float | 
     two-column paper) takes the paper's, if some of its lines start there."""
     found = [right_column_start(lines, w) for lines, w in zip(pages, widths, strict=True)]
     common = Counter(round(x) for x in found if x is not None).most_common(1)
-    if not common or common[0][1] < 2:
+    if not common:
         return found
     x = float(common[0][0])
     return [f if f is not None or not _fits_columns(lines, x) else x for f, lines in zip(found, pages, strict=True)]
