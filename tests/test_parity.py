@@ -223,6 +223,13 @@ def generate_cases(gen: torch.Generator) -> list[GenerateCase]:
         batch("batch3-beams2", "b16g64", [592, 97, 33], options(num_beams=2)),  # no forced EOS
         one("doc300-beams4-max12", "b16g64", 300, options(num_beams=4, max_length=12)),
         batch("batch2-beams4", "b256g64", [1792, 577], options(num_beams=4, length_penalty=2.0)),
+        # ranking: finished hypotheses of different lengths compete (length penalty, early stopping)
+        batch("batch3-beams4-lp0.5-no-early-stop", "b256g64", [1792, 577, 300],
+              options(num_beams=4, length_penalty=0.5, early_stopping=False, max_length=40)),
+        batch("batch3-beams3-lp2.0-no-early-stop", "b16g64", [592, 97, 33],
+              options(num_beams=3, length_penalty=2.0, early_stopping=False)),
+        batch("batch3-beams5-lp1.0-min10", "b256g64", [777, 513, 64],
+              options(num_beams=5, length_penalty=1.0, min_length=10, early_stopping=False)),
     ]
     doc = random_ids(gen, 513)  # here EOS comes on its own, early: length penalty and min length bite
     same = dict(input_ids=[doc], attention_mask=[[1] * len(doc)])
@@ -495,15 +502,14 @@ def cli_flags(o: GenerationOptions) -> list[str]:
             str(o.max_length), "--min-length", str(o.min_length), "--no-repeat-ngram-size", str(o.no_repeat_ngram_size)]
 
 
-@pytest.mark.parametrize("name", ["long-model-card", "truncated-seed-snippet", "batch4-model-card"])
-def test_cli_prints_the_reference_pipeline_text(reference, tmp_path, monkeypatch, name):
+def check_cli(results: dict, case: TextCase, tmp_path: Path, monkeypatch) -> None:
     """`arxsum FILE... --raw` prints what the seed pipeline's decode returns (json, or jsonl in one batch)."""
     from typer.testing import CliRunner
 
     from arxsum.cli import app
 
-    case = next(c for c in reference["grid"]["text"] if c.name == name)
-    expected = reference["text"][case.key("safetensors")]["text"]
+    fmt_dir = case.run_formats()[0]
+    expected = results["text"][case.key(fmt_dir)]["text"]
     files = []
     for i, text in enumerate(case.texts):
         files.append(tmp_path / f"doc{i}.txt")
@@ -511,7 +517,7 @@ def test_cli_prints_the_reference_pipeline_text(reference, tmp_path, monkeypatch
     fmt = ["--format", "json"] if len(files) == 1 else ["--format", "jsonl", "--batch-size", str(len(files))]
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, [*map(str, files), "--raw", *fmt, "--device", "cpu", "--dtype", "float32",
-                                      "--model", reference["checkpoints"][case.checkpoint]["safetensors"],
+                                      "--model", results["checkpoints"][case.checkpoint][fmt_dir],
                                       "--max-input-tokens", str(case.max_input_tokens), "-q",
                                       *cli_flags(case.options)])
     assert result.exit_code == 0, result.output
@@ -519,6 +525,16 @@ def test_cli_prints_the_reference_pipeline_text(reference, tmp_path, monkeypatch
     records = [json.loads(result.stdout)] if len(files) == 1 else [json.loads(line) for line in lines]
     by_source = {Path(r["source"]).name: r["summary"] for r in records}
     assert [by_source[f.name] for f in files] == expected
+
+
+@pytest.mark.parametrize("name", ["long-model-card", "truncated-seed-snippet", "batch4-model-card"])
+def test_cli_prints_the_reference_pipeline_text(reference, tmp_path, monkeypatch, name):
+    check_cli(reference, next(c for c in GRID["text"] if c.name == name), tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_real_architecture_cli_prints_the_reference_pipeline_text(reference_real, tmp_path, monkeypatch):
+    check_cli(reference_real, REAL_GRID["text"][0], tmp_path, monkeypatch)
 
 
 def test_text_is_decoded_without_clean_up(reference, loaded):
