@@ -10,7 +10,10 @@ class Document:
     """A paper after extraction, before tokenization.
 
     `body` is the text meant for the model (for PDFs and LaTeX: the sections between the abstract
-    and the references), not yet normalised to the training text. For plain-text inputs it is the
+    and the references, paragraphs separated by blank lines, without headings, captions and
+    footnotes), not yet normalised to the training text: math is marked `$...$` / `$$...$$`
+    (LaTeX math, and glyphs of math fonts in PDFs) and LaTeX citations stay `\\cite{...}`, which
+    `normalize.to_model_text` turns into `@xmathN` and `@xcite`. For plain-text inputs it is the
     file's text, verbatim.
     """
 
