@@ -190,6 +190,14 @@ def test_real_paper_parts(name):
     found = set(words(to_training_text(doc.abstract)[0]))
     assert sum(w in found for w in abstract_words) >= 0.9 * len(abstract_words)
     assert not any(re.match(r"(\d+\.?\s*)?references$", s, re.IGNORECASE) for s in doc.sections)
+    # the .tex's sections are all found, and nothing else that is not a numbered heading
+    source = (PAPERS / f"{name}.tex").read_text()
+    source = re.split(r"\\bibliography\{|\\begin\{thebibliography\}", source)[0]
+    tex_sections = {" ".join(t.lower().split()) for t in re.findall(r"\\section\*?\{([^{}]*)\}", source)}
+    found = {re.sub(r"^[\dIVX.]+\s+", "", s).lower() for s in doc.sections}
+    assert tex_sections <= found
+    assert all(re.match(r"^[\dIVX]+(\.\d+)*\.?\s+\S", s) or s.lower() in tex_sections | {"acknowledgements",
+               "acknowledgments"} for s in doc.sections), doc.sections
 
 
 @needs_samples

@@ -155,14 +155,16 @@ def is_heading(line: Line, body_size: float, margin: float | None = None, gap: f
     if line.size < 0.9 * body_size or re.match(r"^\d+(\.\d+)*\.?\s+\d", text):
         return False  # small print, or a line of numbers (a table row, an equation)
     rest = HEADING_NUMBER.sub("", text) if numbered else text
-    if "$" in rest or re.search(r"\w\. [A-Z]", rest):
-        return False  # math or a sentence break: running text
+    if "$" in rest or re.search(r"\w\. [A-Z]", rest) or re.search(r"https?://|www\.|@", rest):
+        return False  # math, a sentence break or an address: running text
+    if rest.split()[-1].lower() in TRAILING_WORDS:
+        return False  # "The affine subspace defined by": a sentence goes on
     keyword = bool(HEADING_WORDS.match(rest))
     if keyword or numbered:
         capitals = sum(c.isupper() for c in letters) / len(letters) > 0.8
         larger = line.size >= 1.08 * body_size
         return larger or line.bold or capitals
-    if rest.split()[-1].lower() in TRAILING_WORDS or len(rest.split()) < 2:
+    if len(rest.split()) < 2:
         return False
     at_margin = margin is None or abs(line.x - margin) < 2
     spaced = gap is None or gap > 1.3 * line.size
@@ -302,9 +304,9 @@ def drop_floats_and_small_print(lines: list[Line], body_size: float, page_height
     margins = column_margins(lines)
     for ln in lines:
         text = ln.text.strip()
-        if id(ln) in headings:
+        if id(ln) in headings or kept and id(kept[-1]) in headings and _continues_heading(kept[-1], ln):
             caption = None
-            kept.append(ln)
+            kept.append(ln)  # a heading, or its second line
         elif CAPTION.match(text) and _starts_block(kept[-1] if kept else None, ln):
             caption = ln
             parts.dropped["caption lines"] += 1

@@ -154,8 +154,8 @@ def page_fragments(page) -> tuple[list[Fragment], int]:
     """The page's text fragments in content-stream order, and how many rotated ones were skipped.
 
     Text smaller than MIN_SIZE is invisible (the LaTeX source that latexit embeds in figures) and
-    is left out, unless most of the page is that small: then its fonts are scaled in a way we do
-    not follow (Type3 bitmap fonts of old dvips PDFs) and the sizes are only relative.
+    is left out, unless nearly all of the page is that small: then its fonts are scaled in a way
+    we do not follow (Type3 bitmap fonts of old dvips PDFs) and the sizes are only relative.
     """
     fragments: list[Fragment] = []
     rotated = 0
@@ -175,8 +175,8 @@ def page_fragments(page) -> tuple[list[Fragment], int]:
 
     page.extract_text(visitor_text=visit)
     visible = [f for f in fragments if f.size >= MIN_SIZE]
-    if sum(len(f.text) for f in visible) < 0.5 * sum(len(f.text) for f in fragments):
-        return fragments, rotated
+    if sum(len(f.text) for f in visible) < 0.1 * sum(len(f.text) for f in fragments):
+        return [f for f in fragments if f.size > 0], rotated  # no readable size anywhere: keep all
     return visible, rotated
 
 
