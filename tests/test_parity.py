@@ -244,6 +244,13 @@ def generate_cases(gen: torch.Generator) -> list[GenerateCase]:
         "model-card": MODEL_CARD,
     }
     cases += [GenerateCase(f"doc513-{s}", "b256g64", options=o, **same) for s, o in settings.items()]
+    for n in (300, 777, 1000):  # early stopping on and off, where beams end at different steps
+        doc = random_ids(gen, n)
+        for early in (True, False):
+            for lp in (0.5, 2.0):
+                o = options(num_beams=2, length_penalty=lp, early_stopping=early, max_length=40)
+                cases.append(GenerateCase(f"doc{n}-beams2-lp{lp}-{'early' if early else 'no-early'}", "b256g64",
+                                          input_ids=[doc], attention_mask=[[1] * n], options=o))
     return cases
 
 
@@ -569,6 +576,9 @@ def test_grid_outputs_depend_on_inputs_and_settings(reference):
     assert len(b256["doc513-seed-snippet-min20"][0]) >= 20 > len(natural)  # min length pushes EOS later
     lp = [tuple(b256[f"doc513-beams5-lp{x}"][0]) for x in ("0.5", "1.0", "2.0")]
     assert len(set(lp)) > 1, "the length penalty changes nothing"
+    docs = ("doc300", "doc777", "doc1000")
+    assert any(b256[f"{d}-beams2-lp2.0-early"] != b256[f"{d}-beams2-lp2.0-no-early"] for d in docs)
+    assert any(b256[f"{d}-beams2-lp0.5-early"] != b256[f"{d}-beams2-lp2.0-early"] for d in docs)
     for batch in (b16["batch4-beams3"], b256["batch2-beams4"]):
         assert len({tuple(r) for r in batch}) == len(batch), "documents of a batch got the same summary"
     logits = [v for k, v in reference["logits"].items() if k.startswith("b16g3/safetensors/len")]
