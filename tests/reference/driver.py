@@ -22,6 +22,7 @@ Everything lands in OUT_DIR/results.pt (torch.save of plain lists, dicts and flo
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -121,10 +122,24 @@ def as_tensor(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def run_logits(model, case: dict) -> torch.Tensor:
-    out = model(input_ids=as_tensor(case["input_ids"]), attention_mask=as_tensor(case["attention_mask"]),
-                decoder_input_ids=as_tensor(case["decoder_input_ids"]))
-    return out.logits.float().contiguous()
+def run_logits(model, case: dict) -> dict[str, torch.Tensor]:
+    """float32 logits; with `float64` set, also the same model's in float64 (exact math, no rounding
+    noise: two correct implementations agree there to ~1e-12)."""
+    def logits(m) -> torch.Tensor:
+        return m(input_ids=as_tensor(case["input_ids"]), attention_mask=as_tensor(case["attention_mask"]),
+                 decoder_input_ids=as_tensor(case["decoder_input_ids"])).logits.contiguous()
+
+    out = {"float32": logits(model)}
+    if case.get("float64"):
+        out["float64"] = logits(double(model))
+    return out
+
+
+def double(model):
+    """A float64 copy of the model, made once per model."""
+    if not hasattr(model, "_float64_copy"):
+        model._float64_copy = copy.deepcopy(model).double()
+    return model._float64_copy
 
 
 def run_generate(model, case: dict) -> list[list[int]]:
