@@ -408,7 +408,11 @@ class LSGBartForConditionalGeneration(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, L, D) -> (N, L, vocab)"""
         weight = self.model.shared.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight) + self.final_logits_bias
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        # weight @ rows.T streams the (vocab, D) matrix once; for the few rows of a decoding step it
+        # runs about twice as fast on CPU as F.linear's (rows, D) x (D, vocab) kernel.
+        logits = (weight @ rows.T).T + self.final_logits_bias
+        return logits.reshape(*hidden.shape[:-1], -1)
 
     def new_caches(self, rows: int, max_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Preallocated self-attention caches: per decoder layer, keys and values (max_len, N, H, hd)."""
