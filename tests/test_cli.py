@@ -186,3 +186,26 @@ def test_an_internal_error_is_one_line_outside_tests(cli, paper_files, monkeypat
     assert result.exit_code == 1
     assert result.stderr == ("arxsum: error: internal error (ZeroDivisionError: division by zero); "
                              "ARXSUM_DEBUG=1 shows the traceback\n")
+
+
+def test_every_generation_flag_reaches_the_options(monkeypatch, paper_files):
+    """The flags build GenerationOptions; unset ones keep the dataclass's defaults."""
+    from arxsum import cli as cli_module
+    from arxsum.decoding import GenerationOptions
+
+    seen = {}
+    real = cli_module.generation_options
+
+    def spy(given):
+        seen["options"] = real(given)
+        return seen["options"]
+
+    monkeypatch.setattr(cli_module, "generation_options", spy)
+    runner = CliRunner()
+    runner.invoke(cli_module.app, [str(paper_files[0]), "--model", "/nonexistent", "--num-beams", "2",
+                                   "--length-penalty", "1.0", "--max-length", "64", "--min-length", "0",
+                                   "--no-repeat-ngram-size", "7", "--no-early-stopping"])
+    assert seen["options"] == GenerationOptions(num_beams=2, length_penalty=1.0, max_length=64, min_length=0,
+                                                no_repeat_ngram_size=7, early_stopping=False)
+    runner.invoke(cli_module.app, [str(paper_files[0]), "--model", "/nonexistent"])
+    assert seen["options"] == GenerationOptions()

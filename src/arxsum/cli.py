@@ -133,6 +133,11 @@ def summarize(
     min_length: Annotated[int | None, typer.Option(help="Fewest summary tokens.", rich_help_panel=MODEL)] = None,
     no_repeat_ngram_size: Annotated[int | None, typer.Option(
         help="Block repeated n-grams of this size (0: off).", rich_help_panel=MODEL)] = None,
+    early_stopping: Annotated[bool | None, typer.Option(
+        "--early-stopping/--no-early-stopping",
+        help="Stop a paper's search once it has num-beams finished summaries (the card's setting) "
+             "or, with --no-early-stopping, when none can get better (transformers' heuristic).",
+        show_default=False, rich_help_panel=MODEL)] = None,
     max_input_tokens: Annotated[int | None, typer.Option(
         help="Truncate inputs to this many tokens (default: the model's limit).", rich_help_panel=MODEL)] = None,
     raw: Annotated[bool, typer.Option(
@@ -168,7 +173,8 @@ def summarize(
     """Summarize papers: one summary per input, on stdout, in -o FILE, or in --output-dir."""
     console = Console(stderr=True)
     generation = {"num_beams": num_beams, "length_penalty": length_penalty, "max_length": max_length,
-                  "min_length": min_length, "no_repeat_ngram_size": no_repeat_ngram_size}
+                  "min_length": min_length, "no_repeat_ngram_size": no_repeat_ngram_size,
+                  "early_stopping": early_stopping}
     with _errors_to_exit_codes(console), _sigterm_as_interrupt():
         cfg = RunConfig(
             inputs=list(inputs or []), files_from=files_from, globs=glob or None, format=format.value,
