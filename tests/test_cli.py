@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from arxsum.cli import app
 
-EDGE = Path("/work/shared/samples/edge")
+EDGE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "edge"  # ../shared beside the repo
+if not EDGE.is_dir():
+    EDGE = Path("/work/shared/samples/edge")
 GEN = ["--device", "cpu", "--num-beams", "2", "--max-length", "12", "--min-length", "0", "--timeout", "0"]
 TEXT = ("we study the dynamics of a driven quantum system coupled to a thermal bath . the results are obtained "
         "with a perturbative expansion in the coupling and confirmed by numerical simulations .")
