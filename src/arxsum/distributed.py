@@ -35,7 +35,6 @@ from arxsum.runner import (
     SORT_WINDOW,
     Engine,
     Job,
-    Outcome,
     Progress,
     RunConfig,
     RunReport,
@@ -44,13 +43,11 @@ from arxsum.runner import (
     debug,
     extract_options,
     fail,
-    gather_inputs,
     make_batches,
-    open_sink,
-    skip_finished,
+    start_run,
     write_report,
 )
-from arxsum.sources import BadInput, ExtractOptions, Extractor, Source
+from arxsum.sources import ExtractOptions, Extractor, Source
 from arxsum.writers import Result
 
 GPU_WINDOW = SORT_WINDOW * 16  # papers per model-actor call on GPUs when --batch-size is not given
@@ -118,24 +115,8 @@ def run_ray(cfg: RunConfig, *, address: str | None, workers: int | None, model: 
     actors (default: one per GPU, else half the CPUs). `model`, `device`, `dtype` are what each
     actor gives `Summarizer.from_pretrained`.
     """
-    import sys
-
-    cfg.check()
-    stdin = stdin if stdin is not None else sys.stdin.buffer
     console = console or Console(stderr=True)
-    items = gather_inputs(cfg, stdin)
-    report = RunReport([Outcome(item.name) for item in items])
-    for outcome, item in zip(report.outcomes, items, strict=True):
-        if isinstance(item, BadInput):
-            outcome.status, outcome.reason = "failed", item.reason
-    todo = [i for i, item in enumerate(items) if isinstance(item, Source)]
-    todo = skip_finished(cfg, items, report, todo)
-    progress = Progress.create(console, quiet=cfg.quiet, total=len(todo))
-    for o in report.failures:
-        progress.failed(o.name, o.reason, counted=False)
-    progress.skipped(report.count("skipped"))
-    sink = open_sink(cfg, items, report, todo, stdout if stdout is not None else sys.stdout)
-    stdin_bytes = stdin.read() if any(items[i].kind == "stdin" for i in todo) else None
+    items, report, todo, progress, sink, stdin_bytes = start_run(cfg, stdin, stdout, console)
     try:
         if todo:  # everything skipped or bad: no cluster is needed, as no model is loaded
             with _ray_session(address, verbose=cfg.verbose) as ray:

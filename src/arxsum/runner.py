@@ -134,24 +134,9 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
         stdout: TextIO | None = None, console: Console | None = None,
         arxiv: ArxivClient | None = None) -> RunReport:
     """Summarize every input of `cfg`; the model is loaded once, and only if some input needs it."""
-    cfg.check()
-    stdin = stdin if stdin is not None else sys.stdin.buffer
-    stdout = stdout if stdout is not None else sys.stdout
     console = console or Console(stderr=True)
-    items = gather_inputs(cfg, stdin)
-    report = RunReport([Outcome(item.name) for item in items])
-    for outcome, item in zip(report.outcomes, items, strict=True):
-        if isinstance(item, BadInput):
-            outcome.status, outcome.reason = "failed", item.reason
-    todo = [i for i, item in enumerate(items) if isinstance(item, Source)]
-    todo = skip_finished(cfg, items, report, todo)
-    progress = Progress.create(console, quiet=cfg.quiet, total=len(todo))
-    for o in report.failures:
-        progress.failed(o.name, o.reason, counted=False)
-    progress.skipped(report.count("skipped"))
-    sink = open_sink(cfg, items, report, todo, stdout)
+    items, report, todo, progress, sink, stdin_bytes = start_run(cfg, stdin, stdout, console)
     engine = Engine(cfg, load_summarizer, progress)
-    stdin_bytes = stdin.read() if any(getattr(items[i], "kind", "") == "stdin" for i in todo) else None
     try:
         with Extractor(extract_options(cfg), timeout=cfg.timeout, workers=cfg.workers,
                        stdin=stdin_bytes, arxiv=arxiv) as extractor:
@@ -169,6 +154,29 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
         progress.close()
     write_report(console, report, quiet=cfg.quiet)
     return report
+
+
+def start_run(cfg: RunConfig, stdin: BinaryIO | None, stdout: TextIO | None, console: Console):
+    """Steps 1-3, shared by `run` and `arxsum.distributed.run_ray`: check the options, gather the
+    inputs (bad ones fail at once), skip finished outputs, open progress and the output sink.
+    Returns (items, report, todo, progress, sink, stdin_bytes)."""
+    cfg.check()
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    stdout = stdout if stdout is not None else sys.stdout
+    items = gather_inputs(cfg, stdin)
+    report = RunReport([Outcome(item.name) for item in items])
+    for outcome, item in zip(report.outcomes, items, strict=True):
+        if isinstance(item, BadInput):
+            outcome.status, outcome.reason = "failed", item.reason
+    todo = [i for i, item in enumerate(items) if isinstance(item, Source)]
+    todo = skip_finished(cfg, items, report, todo)
+    progress = Progress.create(console, quiet=cfg.quiet, total=len(todo))
+    for o in report.failures:
+        progress.failed(o.name, o.reason, counted=False)
+    progress.skipped(report.count("skipped"))
+    sink = open_sink(cfg, items, report, todo, stdout)
+    stdin_bytes = stdin.read() if any(getattr(items[i], "kind", "") == "stdin" for i in todo) else None
+    return items, report, todo, progress, sink, stdin_bytes
 
 
 def gather_inputs(cfg: RunConfig, stdin: BinaryIO) -> list[Source | BadInput]:
