@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -42,9 +41,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import padded, peak_rss_mb  # noqa: E402  (a sibling file, in both venvs)
+
 ROOT = Path(__file__).resolve().parent.parent
 REF_SCRIPT = Path(__file__).resolve().parent / "ref_bench.py"
-SAMPLE_PAPERS = Path("/work/shared/samples/papers")
+SAMPLE_PAPERS = ROOT.parent / "shared" / "samples" / "papers"
+if not SAMPLE_PAPERS.is_dir():
+    SAMPLE_PAPERS = Path("/work/shared/samples/papers")
 SIDES = ("arxsum", "seed")
 
 # Sizes: the full bench, --quick (real architecture, small), --tiny (the tests' tiny model).
@@ -407,27 +411,6 @@ def time_encoder(model, sync) -> list[float]:
     return seconds
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a
-    worker would inherit the bench process's own peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def padded(inputs: list[list[int]], pad: int, torch):
-    """Token id lists -> right-padded ids and attention mask (B, T), as a tokenizer pads a batch."""
-    longest = max(len(row) for row in inputs)
-    ids = torch.full((len(inputs), longest), pad, dtype=torch.long)
-    mask = torch.zeros((len(inputs), longest), dtype=torch.long)
-    for i, row in enumerate(inputs):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 # ---- machine and report ------------------------------------------------------------------------

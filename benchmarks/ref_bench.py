@@ -20,11 +20,13 @@ Each spec runs in a fresh process, so peak_rss_mb is this configuration's own.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import padded, peak_rss_mb  # noqa: E402  (a sibling file, in both venvs)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -137,27 +139,6 @@ def time_encoder(encoder, sync) -> list[float]:
     return seconds
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a
-    worker would inherit the bench process's own peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def padded(inputs: list[list[int]], pad: int, torch):
-    """Token id lists -> right-padded ids and attention mask (B, T), as the tokenizer pads a batch."""
-    longest = max(len(row) for row in inputs)
-    ids = torch.full((len(inputs), longest), pad, dtype=torch.long)
-    mask = torch.zeros((len(inputs), longest), dtype=torch.long)
-    for i, row in enumerate(inputs):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 def strip_padding(row: list[int], pad: int) -> list[int]:
