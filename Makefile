@@ -11,11 +11,13 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test test-fast lint bench gpu-check ref-venv clean
 
+# Set-up lines are silent and pip's output goes to stderr: `make run` keeps stdout for the summary.
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e '.[dev,ray]'
-	touch $@
+	@echo "make: setting up $(VENV) (torch 2.13.0 CPU build, then arxsum with its dev extras)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/pip install -q $(TORCH_PIN) >&2
+	@$(BIN)/pip install -q -e '.[dev,ray]' >&2
+	@touch $@
 
 install: $(BIN)/.installed
 
@@ -29,7 +31,7 @@ ref-venv: $(REF_VENV)/.installed
 
 run: install
 	@test -n "$(PAPER)" || { echo "usage: make run PAPER=paper.pdf [ARGS='--format json']" >&2; exit 2; }
-	$(BIN)/arxsum $(PAPER) $(ARGS)
+	@$(BIN)/arxsum $(PAPER) $(ARGS)
 
 test: install ref-venv
 	ARXSUM_REF_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/pytest $(PYTEST_ARGS)
