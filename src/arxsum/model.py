@@ -296,7 +296,8 @@ class DecoderLayer(nn.Module):
                 cache: tuple[torch.Tensor, torch.Tensor] | None, start: int) -> torch.Tensor:
         """x (N, L, D) at positions start..start+L-1 -> (N, L, D).
 
-        cross: keys and values (B, H, S, hd), shared by the N / B rows of each document;
+        cross: keys transposed (B, H, hd, S) and values (B, H, S, hd), shared by the N / B rows of
+        each document;
         cross_mask (B, 1, 1, S) additive; cache: self-attention keys and values (max_len, N, H, hd)
         written at [start, start + L), or None to attend causally within x alone.
         """
@@ -324,15 +325,20 @@ class DecoderLayer(nn.Module):
         return attn.out_proj(attn.merge_heads(ctx))
 
     def _cross_attention(self, x, cross, cross_mask):
+        """Plain softmax(q K^T / sqrt(hd) + mask) V with K stored transposed: for the few queries of a
+        decoding step (beams x 1) over 16k keys, two contiguous batched GEMMs beat the flash kernel on
+        CPU (float32 ~1.3x, bfloat16 ~2x on this op), which tiles the keys into hundreds of tiny ones."""
         attn = self.encoder_attn
         n, length, _ = x.shape
-        k, v = cross
-        b = k.shape[0]
-        q = attn.split_heads(attn.q_proj(x))  # (N, H, L, hd)
+        k_t, v = cross  # (B, H, hd, S), (B, H, S, hd)
+        b = k_t.shape[0]
+        q = attn.split_heads(attn.q_proj(x)) * attn.head_dim ** -0.5  # (N, H, L, hd)
         # the rows of one document share its keys: fold them into the query length
         q = q.view(b, n // b, attn.num_heads, length, attn.head_dim).transpose(1, 2)
         q = q.reshape(b, attn.num_heads, (n // b) * length, attn.head_dim)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
+        scores = torch.matmul(q, k_t)  # (B, H, rows x L, S)
+        scores += cross_mask
+        ctx = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, rows x L, hd)
         ctx = ctx.view(b, attn.num_heads, n // b, length, attn.head_dim).transpose(1, 2)
         ctx = ctx.reshape(n, attn.num_heads, length, attn.head_dim)
         return attn.out_proj(attn.merge_heads(ctx))
@@ -395,8 +401,13 @@ class LSGBartForConditionalGeneration(nn.Module):
         return self.model.encoder(input_ids, attention_mask, self.model.shared)
 
     def cross_kv(self, encoder_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(B, S, D) -> per decoder layer, cross-attention keys and values (B, H, S, hd)."""
-        return [layer.encoder_attn.project_kv(encoder_hidden) for layer in self.model.decoder.layers]
+        """(B, S, D) -> per decoder layer, cross-attention keys transposed (B, H, hd, S) and values
+        (B, H, S, hd), both contiguous: computed once per document, read at every step."""
+        out = []
+        for layer in self.model.decoder.layers:
+            k, v = layer.encoder_attn.project_kv(encoder_hidden)
+            out.append((k.transpose(-1, -2).contiguous(), v.contiguous()))
+        return out
 
     def cross_mask(self, enc: EncoderOutput) -> torch.Tensor:
         return additive_mask(enc.mask, enc.hidden.dtype)
