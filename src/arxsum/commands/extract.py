@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from arxsum.document import Document
-from arxsum.errors import ArxsumError, InputError
+from arxsum.errors import ArxsumError
 
 HELP = (
     "Print the text the model would see for each PAPER (PDF, LaTeX .tex, or text; - for stdin).\n\n"
@@ -72,16 +72,12 @@ def extract_command(
 def read_paper(paper: str, **options) -> Document:
     """One PAPER argument's bytes (a path, or stdin for "-") through extraction."""
     from arxsum.extract import extract
+    from arxsum.sources import Source, read_bytes
 
     if paper == "-":
         data = sys.stdin.buffer.read()
     else:
-        try:
-            data = Path(paper).read_bytes()
-        except IsADirectoryError:
-            raise InputError("is a directory") from None
-        except OSError as e:
-            raise InputError(f"cannot read: {e.strerror or e}") from None
+        data = read_bytes(Source(name=paper, kind="file", path=Path(paper)))
     return extract(data, paper, **options)
 
 
