@@ -7,7 +7,6 @@ registered by their own modules (`arxsum.commands.*`) when those are installed.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import signal
 import sys
@@ -21,7 +20,8 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from arxsum import __version__
-from arxsum.errors import ArxsumError, OptionsError
+from arxsum.commands.edge import errors_to_exit_codes
+from arxsum.errors import OptionsError
 from arxsum.runner import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, RunConfig, run
 from arxsum.summarizer import DEFAULT_MODEL
 
@@ -175,7 +175,7 @@ def summarize(
     generation = {"num_beams": num_beams, "length_penalty": length_penalty, "max_length": max_length,
                   "min_length": min_length, "no_repeat_ngram_size": no_repeat_ngram_size,
                   "early_stopping": early_stopping}
-    with _errors_to_exit_codes(console), _sigterm_as_interrupt():
+    with errors_to_exit_codes(console), _sigterm_as_interrupt():
         cfg = RunConfig(
             inputs=list(inputs or []), files_from=files_from, globs=glob or None, format=format.value,
             output=output, output_dir=output_dir, overwrite=overwrite, quiet=quiet, raw=raw,
@@ -223,38 +223,6 @@ def resolve_auto_device(console: Console, quiet: bool) -> str:
         console.print("arxsum: note: no CUDA device found; running on CPU (slow: minutes per paper)",
                       markup=False, highlight=False, soft_wrap=True)
     return "cpu"
-
-
-class _errors_to_exit_codes:
-    """ArxsumError -> one line on stderr and exit 2 (bad option) or 1; Ctrl-C -> 130; a bug -> one
-    line and exit 1.
-
-    ARXSUM_DEBUG=1 (and running under pytest) lets the exception through with its traceback.
-    """
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb) -> bool:
-        if error is None or isinstance(error, (typer.Exit, typer.Abort, SystemExit)) or \
-                type(error).__module__.startswith(("typer", "click")):
-            return False  # exits and usage errors: click reports them itself
-        debug = os.environ.get("ARXSUM_DEBUG", "") not in ("", "0")
-        if isinstance(error, KeyboardInterrupt):
-            self.console.print("arxsum: interrupted", markup=False, highlight=False)
-            raise typer.Exit(130)
-        if isinstance(error, ArxsumError) and not debug:
-            self.console.print(f"arxsum: error: {error}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if isinstance(error, OptionsError) else 1)
-        if debug or "PYTEST_CURRENT_TEST" in os.environ or not isinstance(error, Exception):
-            return False  # a bug: its traceback, under tests and ARXSUM_DEBUG=1
-        message = " ".join(str(error).split())[:300]
-        self.console.print(f"arxsum: error: internal error ({type(error).__name__}: {message}); "
-                           "ARXSUM_DEBUG=1 shows the traceback", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
 
 
 class _sigterm_as_interrupt:

@@ -6,11 +6,10 @@ Thin: parse options, call `arxsum.evaluate`, print. The main CLI calls `register
 from __future__ import annotations
 
 import json
-import os
 from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,8 +24,9 @@ from rich.progress import (
 from rich.table import Table
 
 from arxsum import evaluate
+from arxsum.commands.edge import errors_to_exit_codes
 from arxsum.decoding import GenerationOptions
-from arxsum.errors import ArxsumError, InputError, OptionsError
+from arxsum.errors import InputError
 from arxsum.summarizer import DEFAULT_MODEL, Summarizer
 
 _GEN = GenerationOptions()  # the defaults' one source of truth
@@ -116,7 +116,7 @@ def eval_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
 ) -> None:
     console = Console(stderr=True)
-    try:
+    with errors_to_exit_codes(console):
         examples = evaluate.load_examples(
             data, article_field=None if predictions else article_field,
             abstract_field=abstract_field, limit=limit)
@@ -139,10 +139,6 @@ def eval_command(
                 report = evaluate.evaluate_model(summarizer, examples, options, batch_size=batch_size,
                                                  max_input_tokens=max_input_tokens, raw=raw,
                                                  split=split_sentences, output=stream, on_progress=advance)
-    except OptionsError as exc:
-        _fail(console, exc, code=2)
-    except ArxsumError as exc:
-        _fail(console, exc, code=1)
 
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(report.to_json()))
@@ -188,14 +184,6 @@ def _table(report: evaluate.Report) -> Table:
     for name, iv in report.scores.items():
         table.add_row(_LABELS[name], f"{iv.mean:.2f}", f"{iv.low:.2f} – {iv.high:.2f}")
     return table
-
-
-def _fail(console: Console, exc: ArxsumError, *, code: int) -> NoReturn:
-    """One line on stderr and an exit code, as the main CLI does; ARXSUM_DEBUG=1 re-raises."""
-    if os.environ.get("ARXSUM_DEBUG", "") not in ("", "0"):
-        raise exc
-    console.print(f"arxsum: error: {exc}", highlight=False, markup=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
