@@ -351,12 +351,10 @@ class Engine:
     @property
     def summarizer(self):
         if self._summarizer is None:
+            from arxsum.summarizer import input_token_limit
+
             self._summarizer = self._load()
-            limit = self._summarizer.max_positions
-            wanted = self.cfg.max_input_tokens
-            if wanted is not None and wanted > limit:
-                raise OptionsError(f"--max-input-tokens {wanted} is more than the model's {limit} positions")
-            self.max_input_tokens = wanted or limit
+            self.max_input_tokens = input_token_limit(self.cfg.max_input_tokens, self._summarizer.max_positions)
             if self.cfg.batch_size is None:
                 self.batch_size = default_batch_size(self._summarizer, self.max_input_tokens, self.cfg.options)
         return self._summarizer

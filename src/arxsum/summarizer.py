@@ -37,6 +37,18 @@ class Encoded:
         return self.original_tokens > len(self.ids)
 
 
+def input_token_limit(max_input_tokens: int | None, max_positions: int) -> int:
+    """The truncation length to use: the one asked for, checked against the model's positions."""
+    if max_input_tokens is None:
+        return max_positions
+    if max_input_tokens < 2:
+        raise OptionsError(f"--max-input-tokens must be at least 2, got {max_input_tokens}")
+    if max_input_tokens > max_positions:
+        raise OptionsError(f"--max-input-tokens {max_input_tokens} is more than the model's "
+                           f"{max_positions} positions")
+    return max_input_tokens
+
+
 def pick_device(device: str) -> torch.device:
     """auto -> cuda:0 when present, else cpu; anything else as torch names it (cpu, cuda, cuda:1)."""
     if device == "auto":
@@ -109,14 +121,7 @@ class Summarizer:
         return Encoded(self.tokenizer(text, truncation=True, max_length=limit)["input_ids"], len(ids))
 
     def check_max_input_tokens(self, max_input_tokens: int | None) -> int:
-        if max_input_tokens is None:
-            return self.max_positions
-        if max_input_tokens < 2:
-            raise OptionsError(f"--max-input-tokens must be at least 2, got {max_input_tokens}")
-        if max_input_tokens > self.max_positions:
-            raise OptionsError(f"--max-input-tokens {max_input_tokens} is more than the model's "
-                               f"{self.max_positions} positions")
-        return max_input_tokens
+        return input_token_limit(max_input_tokens, self.max_positions)
 
     def generate(self, encoded: list[Encoded], options: GenerationOptions) -> list[list[int]]:
         """Beam search over one right-padded batch -> token ids per input, in input order."""
