@@ -43,9 +43,9 @@ from arxsum.runner import (
     debug,
     extract_options,
     fail,
+    finish_run,
     make_batches,
     start_run,
-    write_report,
 )
 from arxsum.sources import ExtractOptions, Extractor, Source
 from arxsum.writers import Result
@@ -133,9 +133,7 @@ def run_ray(cfg: RunConfig, *, address: str | None, workers: int | None, model: 
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
-        sink.close()
-        progress.close()
-    write_report(console, report, quiet=cfg.quiet)
+        finish_run(cfg, report, sink, progress, console)
     return report
 
 

@@ -150,9 +150,7 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
-        sink.close()
-        progress.close()
-    write_report(console, report, quiet=cfg.quiet)
+        finish_run(cfg, report, sink, progress, console)
     return report
 
 
@@ -177,6 +175,14 @@ def start_run(cfg: RunConfig, stdin: BinaryIO | None, stdout: TextIO | None, con
     sink = open_sink(cfg, items, report, todo, stdout)
     stdin_bytes = stdin.read() if any(getattr(items[i], "kind", "") == "stdin" for i in todo) else None
     return items, report, todo, progress, sink, stdin_bytes
+
+
+def finish_run(cfg: RunConfig, report: RunReport, sink, progress: Progress, console: Console) -> None:
+    """The closing steps, shared by `run` and `run_ray`: flush the outputs (what was written stays,
+    even after an interrupt), stop the progress display, print the report."""
+    sink.close()
+    progress.close()
+    write_report(console, report, quiet=cfg.quiet)
 
 
 def gather_inputs(cfg: RunConfig, stdin: BinaryIO) -> list[Source | BadInput]:
