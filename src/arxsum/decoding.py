@@ -151,7 +151,8 @@ class DecoderState:
         self.cross = [(k.index_select(0, docs), v.index_select(0, docs)) for k, v in self.cross]
         self.cross_mask = self.cross_mask.index_select(0, docs)
         self.caches = [(k.index_select(1, rows), v.index_select(1, rows)) for k, v in self.caches]
-        self.spare = [(k.index_select(1, rows), v.index_select(1, rows)) for k, v in self.spare]
+        # the spare buffers only ever receive reorder() output: resize, nothing to keep
+        self.spare = [(k.new_empty(k.shape), v.new_empty(v.shape)) for k, v in self.caches]
 
 
 # ---- the search ------------------------------------------------------------------------------------
