@@ -418,7 +418,7 @@ def readable_summary(text: str, model_text: ModelText) -> str:
     """The dataset-style summary as prose: formulas put back, the paper's casing restored."""
     from arxsum.normalize import readable
 
-    return readable(text, list(model_text.math), getattr(model_text, "cased", None))
+    return readable(text, list(model_text.math), model_text.cased)
 
 
 def is_cuda_oom(e: BaseException) -> bool:
