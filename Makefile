@@ -50,8 +50,7 @@ bench: install ref-venv
 # tree with that interpreter (GPU_PYTHON), not from .venv. The seed side is CPU-only: not run here.
 GPU_PYTHON ?= python3
 gpu-check:
-	PYTHONPATH=$(abspath src):$(abspath tests) $(GPU_PYTHON) -m pytest -p no:cacheprovider -m gpu tests/test_gpu.py $(PYTEST_ARGS)
-	PYTHONPATH=$(abspath src):$(abspath tests) $(GPU_PYTHON) benchmarks/bench.py --device cuda --no-ref --paper none $(ARGS)
+	GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make gpu-check`: on a CUDA machine, in one go: the CUDA tests, the GPU bench rows, then a profile of
+# the encoder and the decoding step. Each part has its own time limit and its own log under $OUT, so a
+# part that fails or runs long leaves the others' results. Uses the machine's python3 (GPU_PYTHON) as
+# it is: no installs (a GPU machine may have no network); PYTHONPATH points at src/ and tests/.
+#   OUT=dir BENCH_ARGS="--dtype bfloat16 --gpu-batches 8 32" bash benchmarks/gpu_check.sh
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench-results/gpu}
+PY=${GPU_PYTHON:-python3}
+if [ -n "${BENCH_ARGS:-}" ]; then read -r -a bench_args <<< "$BENCH_ARGS"; else
+    # bf16 at 1/16/64/128 papers; float16 at 64; float32 at 16 (the bf16 = fp32 token check pairs with it)
+    bench_args=(--dtype bfloat16 float16 float32 --gpu-batches 1 16 64 128 --only bfloat16 "float16 64x" "float32 16x")
+fi
+PROFILE_ARGS=${PROFILE_ARGS:---dtype bfloat16 --batch 32 --steps 32 --profile}
+export PYTHONPATH=$PWD/src:$PWD/tests PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+status=0
+part() {  # part NAME SECONDS COMMAND...: run, log to $OUT/NAME.txt, remember a failure
+    local name=$1 limit=$2; shift 2
+    echo "== $name (limit ${limit} s): $*" >&2
+    local start=$SECONDS
+    timeout "$limit" "$@" > >(tee "$OUT/$name.txt") 2>&1
+    local rc=$?
+    echo "== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$OUT/summary.txt" >&2
+    [ $rc -eq 0 ] || status=1
+}
+part env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())'"
+part tests ${TESTS_LIMIT:-150} $PY -m pytest -p no:cacheprovider -m gpu tests/test_gpu.py -q -x
+part bench ${BENCH_LIMIT:-270} $PY benchmarks/bench.py --device cuda --no-ref --paper none \
+    --cache-dir "${TMPDIR:-/tmp}/arxsum-bench" --out "$OUT/bench.json" "${bench_args[@]}"
+# shellcheck disable=SC2086  # PROFILE_ARGS is a word list on purpose
+part profile ${PROFILE_LIMIT:-90} $PY benchmarks/profile_step.py --device cuda $PROFILE_ARGS
+exit $status
