@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from arxsum.decoding import DecoderState
+from arxsum.decoding import new_state
 from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
 
 REAL = dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     def encode_and_steps(steps: int) -> tuple[float, list[float]]:
         sync()
         start = time.perf_counter()
-        state = DecoderState(model, ids, mask, args.beams, steps + 1)
+        state = new_state(model, ids, mask, args.beams, steps + 1)
         sync()
         encoder_s = time.perf_counter() - start
         times = []

@@ -35,6 +35,17 @@ def test_cuda_float32_equals_cpu(tiny):
         [s.token_ids for s in gpu.summarize_batch(TEXTS, opts)]
 
 
+def test_cuda_graphs_search_like_eager_cuda_steps(tiny, monkeypatch):
+    from arxsum import decoding
+
+    gpu = Summarizer.from_pretrained(tiny, device="cuda", dtype="float32")
+    opts = GenerationOptions(num_beams=5, max_length=40, min_length=8)
+    graphed = gpu.summarize_batch(TEXTS, opts)
+    monkeypatch.setattr(decoding, "graphed", lambda device: False)
+    eager = gpu.summarize_batch(TEXTS, opts)
+    assert [s.token_ids for s in graphed] == [s.token_ids for s in eager]
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_cuda_half_precision_runs(tiny, dtype):
     gpu = Summarizer.from_pretrained(tiny, device="cuda", dtype=dtype)

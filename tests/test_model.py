@@ -208,3 +208,53 @@ def test_bfloat16_runs_and_mostly_agrees(summarizer, tiny):
         a = summarizer.model(ids, None, ids[:, :4]).float()
         b = bf16.model(ids, None, ids[:, :4]).float()
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.75
+
+
+def test_fixed_shape_steps_equal_growing_cache_steps(summarizer):
+    """The CUDA-graph form of a step (a 0-d tensor position, the whole zeroed cache under a mask)
+    gives the logits of the plain cached step."""
+    model = summarizer.model
+    ids = random_ids(2, 100, model.config.vocab_size)
+    dec = random_ids(2, 9, model.config.vocab_size, seed=1)
+    with torch.inference_mode():
+        enc = model.encode(ids, torch.ones_like(ids))
+        cross, cross_mask = model.cross_kv(enc.hidden), model.cross_mask(enc)
+        plain, fixed = model.new_caches(2, 16), [(k.zero_(), v.zero_()) for k, v in model.new_caches(2, 16)]
+        for i in range(dec.shape[1]):
+            a = model.logits(model.decode(dec[:, i: i + 1], cross, cross_mask, plain, start=i))
+            b = model.logits(model.decode(dec[:, i: i + 1], cross, cross_mask, fixed, start=torch.tensor(i)))
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+SEARCH_TEXTS = ["we study the dynamics of a driven quantum system . " * 12,
+                "neural networks trained with stochastic gradient descent generalize well .",
+                "the abstract of a paper is a short summary of its contents . " * 30,
+                "graphs of kernels replay in one launch . " * 5]
+
+
+@pytest.mark.parametrize("eos_bias", [0.0, 5.5], ids=["full-length", "documents-finish-apart"])
+@pytest.mark.parametrize("options", [
+    GenerationOptions(num_beams=5, max_length=40, min_length=2),
+    GenerationOptions(num_beams=3, max_length=24, min_length=4, no_repeat_ngram_size=3, early_stopping=False),
+    GenerationOptions(num_beams=1, max_length=30, min_length=0),
+], ids=["5-beams", "3-beams-ngram-no-early-stop", "greedy"])
+def test_graphed_state_searches_like_the_eager_state(summarizer, monkeypatch, request, options, eos_bias):
+    """GraphedDecoderState (what CUDA uses, run here without capture) finds the same summaries as
+    DecoderState, also when some documents of the batch finish before the others (a raised EOS
+    logit makes the tiny model stop at different steps per document)."""
+    from arxsum import decoding
+
+    bias = summarizer.model.final_logits_bias
+    original = bias.clone()
+    request.addfinalizer(lambda: bias.copy_(original))  # the module's other tests use this model
+    bias[0, summarizer.special.eos] += eos_bias
+    eager = summarizer.summarize_batch(SEARCH_TEXTS, options)
+    kept: list[int] = []
+    keep = decoding.GraphedDecoderState.keep_documents
+    monkeypatch.setattr(decoding, "graphed", lambda device: True)
+    monkeypatch.setattr(decoding.GraphedDecoderState, "keep_documents",
+                        lambda self, docs, rows: (kept.append(len(docs)), keep(self, docs, rows)))
+    fixed = summarizer.summarize_batch(SEARCH_TEXTS, options)
+    assert [s.token_ids for s in fixed] == [s.token_ids for s in eager]
+    if eos_bias and options.early_stopping:  # the path where finished documents leave the batch ran
+        assert kept and len({len(s.token_ids) for s in eager}) > 1

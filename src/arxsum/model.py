@@ -186,7 +186,7 @@ class LSGSelfAttention(Attention):
         mask = torch.cat([mask_global.unsqueeze(3).expand(-1, -1, -1, nb, -1), mask_local], dim=-1)
         mask = mask.transpose(2, 3).expand(b, h, nb, 1, g + 3 * bs).reshape(b, h * nb, 1, g + 3 * bs)
         out = F.scaled_dot_product_attention(q.reshape(b, h * nb, bs, d), keys, values, attn_mask=mask)
-        return out.view(b, h, t, d)
+        return out.reshape(b, h, t, d)  # not a view: CUDA kernels may return another memory layout
 
     def _windows(self, x_global: torch.Tensor, x_local: torch.Tensor, nb: int) -> torch.Tensor:
         """(B, H, G, hd), (B, H, T, hd) -> (B, H*nb, G+3bs, hd): per block, globals then 3 blocks."""
@@ -293,7 +293,7 @@ class DecoderLayer(nn.Module):
         self.activation = ACTIVATIONS[config.activation_function]
 
     def forward(self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor], cross_mask: torch.Tensor,
-                cache: tuple[torch.Tensor, torch.Tensor] | None, start: int) -> torch.Tensor:
+                cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor) -> torch.Tensor:
         """x (N, L, D) at positions start..start+L-1 -> (N, L, D).
 
         cross: keys transposed (B, H, hd, S) and values (B, H, S, hd), shared by the N / B rows of
@@ -311,6 +311,8 @@ class DecoderLayer(nn.Module):
         q = attn.split_heads(attn.q_proj(x))
         k, v = attn.project_kv(x)
         length = x.shape[1]
+        if isinstance(start, torch.Tensor):  # static shapes, for CUDA graphs: one token at a position
+            return attn.out_proj(attn.merge_heads(self._static_self_attention(q, k, v, cache, start)))
         if cache is not None:  # cache layout (max_len, N, H, hd): a step writes one contiguous slab
             cache_k, cache_v = cache
             cache_k[start: start + length] = k.permute(2, 0, 1, 3)
@@ -323,6 +325,20 @@ class DecoderLayer(nn.Module):
             keep = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - length)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         return attn.out_proj(attn.merge_heads(ctx))
+
+    @staticmethod
+    def _static_self_attention(q, k, v, cache, position: torch.Tensor) -> torch.Tensor:
+        """One token per row at `position` (a 0-d tensor): written into the cache with index_copy_,
+        attending to the whole cache under a mask of the filled positions, so every shape stays the
+        same from step to step. The unfilled positions must hold finite values (zeros): a masked
+        weight is 0, and 0 x NaN would still be NaN."""
+        cache_k, cache_v = cache
+        at = position.view(1)
+        cache_k.index_copy_(0, at, k.permute(2, 0, 1, 3))
+        cache_v.index_copy_(0, at, v.permute(2, 0, 1, 3))
+        filled = (torch.arange(cache_k.shape[0], device=q.device) <= position).view(1, -1)  # (L = 1, S)
+        return F.scaled_dot_product_attention(q, cache_k.permute(1, 2, 0, 3), cache_v.permute(1, 2, 0, 3),
+                                              attn_mask=filled)
 
     def _cross_attention(self, x, cross, cross_mask):
         """Plain softmax(q K^T / sqrt(hd) + mask) V with K stored transposed: for the few queries of a
@@ -354,9 +370,10 @@ class Decoder(nn.Module):
         self.layernorm_embedding = nn.LayerNorm(d)
 
     def forward(self, input_ids: torch.Tensor, embed_tokens: nn.Embedding, cross: list, cross_mask: torch.Tensor,
-                caches: list | None = None, start: int = 0) -> torch.Tensor:
+                caches: list | None = None, start: int | torch.Tensor = 0) -> torch.Tensor:
         """input_ids (N, L) -> hidden (N, L, D). cross/caches: one entry per layer (see DecoderLayer)."""
-        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device) + POSITION_OFFSET
+        # start: an int, or a 0-d tensor (static shapes: see DecoderLayer._static_self_attention)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + (start + POSITION_OFFSET)
         x = embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)
         x = self.layernorm_embedding(x)
         for i, layer in enumerate(self.layers):
@@ -413,7 +430,7 @@ class LSGBartForConditionalGeneration(nn.Module):
         return additive_mask(enc.mask, enc.hidden.dtype)
 
     def decode(self, decoder_input_ids: torch.Tensor, cross: list, cross_mask: torch.Tensor,
-               caches: list | None = None, start: int = 0) -> torch.Tensor:
+               caches: list | None = None, start: int | torch.Tensor = 0) -> torch.Tensor:
         return self.model.decoder(decoder_input_ids, self.model.shared, cross, cross_mask, caches, start)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
