@@ -39,7 +39,13 @@ def build(device: torch.device, dtype: torch.dtype) -> LSGBartForConditionalGene
                 p.normal_(0, 0.1)
             else:
                 p.normal_(0, 0.1)
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device, dtype=dtype).eval()
+    if device.type == "cpu":  # as Summarizer.from_pretrained does (ARXSUM_CPU_KERNELS=0 turns them off)
+        from arxsum import cpukernels
+
+        if (kernels := cpukernels.load()) is not None:
+            model.use_kernels(kernels)
+    return model
 
 
 def main(argv: list[str]) -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arxsum import GenerationOptions, Summarizer
+from arxsum import GenerationOptions, Summarizer, cpukernels
 from arxsum.decoding import beam_search
 from arxsum.errors import ModelLoadError
 from builders import CORPUS, train_tokenizer
@@ -389,7 +389,10 @@ class Loaded:
         key = f"{checkpoint}/{fmt}"
         if key not in self.cache:
             directory = results["checkpoints"][checkpoint][fmt]
-            self.cache[key] = Summarizer.from_pretrained(directory, device="cpu", dtype="float32")
+            summarizer = Summarizer.from_pretrained(directory, device="cpu", dtype="float32")
+            # what users run is what is compared: the CPU kernels wherever this machine builds them
+            assert (summarizer.model.kernels is None) == (cpukernels.load() is None)
+            self.cache[key] = summarizer
         return self.cache[key]
 
 

@@ -19,6 +19,7 @@ hd = D / H, S = encoder length seen by the decoder.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 
@@ -29,6 +30,9 @@ from torch import nn
 # The sparse attention variants of LSG; the arXiv model uses none of them.
 SPARSITY_TYPES = ("norm", "pooling", "lsh", "stride", "block_stride", "bos_pooling")
 POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding: positions are looked up at index + 2
+# Rows (beams x documents) up to which a product goes through the CPU kernels, when the model has
+# them (use_kernels): they stream a matrix once per 8 rows; for more rows torch's GEMMs win.
+FAST_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,20 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
+class Linear(nn.Linear):
+    """nn.Linear with an optional fast path for the few rows of a decoding step: `fast`, set by
+    LSGBartForConditionalGeneration.use_kernels, maps rows (R, in) to (R, out)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.fast = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast is None or x.numel() > FAST_ROWS * x.shape[-1]:
+            return super().forward(x)
+        return self.fast(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+
+
 class Attention(nn.Module):
     """q/k/v/out projections shared by every attention kind; the kinds differ in which keys they see."""
 
@@ -127,10 +145,10 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.q_proj = Linear(d_model, d_model)
+        self.k_proj = Linear(d_model, d_model)
+        self.v_proj = Linear(d_model, d_model)
+        self.out_proj = Linear(d_model, d_model)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, D) -> (N, H, T, hd)"""
@@ -287,10 +305,11 @@ class DecoderLayer(nn.Module):
         self.self_attn_layer_norm = nn.LayerNorm(d)
         self.encoder_attn = Attention(d, config.decoder_attention_heads)
         self.encoder_attn_layer_norm = nn.LayerNorm(d)
-        self.fc1 = nn.Linear(d, config.decoder_ffn_dim)
-        self.fc2 = nn.Linear(config.decoder_ffn_dim, d)
+        self.fc1 = Linear(d, config.decoder_ffn_dim)
+        self.fc2 = Linear(config.decoder_ffn_dim, d)
         self.final_layer_norm = nn.LayerNorm(d)
         self.activation = ACTIVATIONS[config.activation_function]
+        self.kernels = None  # set by LSGBartForConditionalGeneration.use_kernels
 
     def forward(self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor], cross_mask: torch.Tensor,
                 cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor) -> torch.Tensor:
@@ -341,20 +360,23 @@ class DecoderLayer(nn.Module):
                                               attn_mask=filled)
 
     def _cross_attention(self, x, cross, cross_mask):
-        """Plain softmax(q K^T / sqrt(hd) + mask) V with K stored transposed: for the few queries of a
-        decoding step (beams x 1) over 16k keys, two contiguous batched GEMMs beat the flash kernel on
-        CPU (float32 ~1.3x, bfloat16 ~2x on this op), which tiles the keys into hundreds of tiny ones."""
+        """Plain softmax(q K^T / sqrt(hd) + mask) V. The rows of one document share its keys: they are
+        folded into the query length. torch: K stored transposed, two contiguous batched GEMMs (for the
+        few queries of a decoding step over 16k keys they beat the flash kernel on CPU, which tiles the
+        keys into hundreds of tiny GEMMs). With kernels: K in their tiled layout, one fused call."""
         attn = self.encoder_attn
         n, length, _ = x.shape
-        k_t, v = cross  # (B, H, hd, S), (B, H, S, hd)
-        b = k_t.shape[0]
+        keys, v = cross  # torch: (B, H, hd, S); kernels: (B, H, ceil(S / 64), hd, 64). v (B, H, S, hd)
+        b = v.shape[0]
         q = attn.split_heads(attn.q_proj(x)) * attn.head_dim ** -0.5  # (N, H, L, hd)
-        # the rows of one document share its keys: fold them into the query length
         q = q.view(b, n // b, attn.num_heads, length, attn.head_dim).transpose(1, 2)
         q = q.reshape(b, attn.num_heads, (n // b) * length, attn.head_dim)
-        scores = torch.matmul(q, k_t)  # (B, H, rows x L, S)
-        scores += cross_mask
-        ctx = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, rows x L, hd)
+        if self.kernels is not None:
+            ctx = self.kernels.cross_attention(q, keys, v, cross_mask.reshape(b, -1))
+        else:
+            scores = torch.matmul(q, keys)  # (B, H, rows x L, S)
+            scores += cross_mask
+            ctx = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, rows x L, hd)
         ctx = ctx.view(b, attn.num_heads, n // b, length, attn.head_dim).transpose(1, 2)
         ctx = ctx.reshape(n, attn.num_heads, length, attn.head_dim)
         return attn.out_proj(attn.merge_heads(ctx))
@@ -401,6 +423,33 @@ class LSGBartForConditionalGeneration(nn.Module):
         # Only untied checkpoints carry their own LM head; tied ones reuse model.shared.
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.d_model, config.vocab_size,
                                                                         bias=False)
+        self.kernels = None
+        self._lm_head_tiled = None
+
+    def use_kernels(self, kernels) -> None:
+        """Route the decoding step's few-row products through `kernels` (cpukernels.CpuKernels): the
+        decoder's projections and feed-forward, its cross-attention and the LM head. They keep their
+        own copies of those weights in their layout: call this after the model has its device and dtype."""
+        self.kernels = kernels
+        for layer in self.model.decoder.layers:
+            # the cross-attention kernel is for 64-wide heads; other models keep torch's
+            layer.kernels = kernels if kernels is not None and layer.encoder_attn.head_dim == kernels.head_dim else None
+            for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                           layer.self_attn.out_proj, layer.encoder_attn.q_proj, layer.encoder_attn.out_proj,
+                           layer.fc1, layer.fc2):
+                linear.fast = None if kernels is None else functools.partial(
+                    kernels.linear, w_tiled=kernels.tile(linear.weight), bias=linear.bias,
+                    out_features=linear.out_features)
+        self._lm_head_tiled = None if kernels is None else kernels.tile(self._lm_head_weight())
+
+    def _apply(self, fn, *args, **kwargs):
+        """.to(), .float(), ... : the kernels' weight copies would go stale, so they are dropped."""
+        if self.kernels is not None:
+            self.use_kernels(None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _lm_head_weight(self) -> torch.Tensor:
+        return self.model.shared.weight if self.lm_head is None else self.lm_head.weight
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -418,12 +467,14 @@ class LSGBartForConditionalGeneration(nn.Module):
         return self.model.encoder(input_ids, attention_mask, self.model.shared)
 
     def cross_kv(self, encoder_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(B, S, D) -> per decoder layer, cross-attention keys transposed (B, H, hd, S) and values
-        (B, H, S, hd), both contiguous: computed once per document, read at every step."""
+        """(B, S, D) -> per decoder layer, cross-attention keys and values, computed once per document
+        and read at every step: keys transposed (B, H, hd, S), or in the kernels' tiled layout; values
+        (B, H, S, hd) contiguous."""
         out = []
         for layer in self.model.decoder.layers:
             k, v = layer.encoder_attn.project_kv(encoder_hidden)
-            out.append((k.transpose(-1, -2).contiguous(), v.contiguous()))
+            keys = layer.kernels.tile(k) if layer.kernels is not None else k.transpose(-1, -2).contiguous()
+            out.append((keys, v.contiguous()))
         return out
 
     def cross_mask(self, enc: EncoderOutput) -> torch.Tensor:
@@ -435,11 +486,14 @@ class LSGBartForConditionalGeneration(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, L, D) -> (N, L, vocab)"""
-        weight = self.model.shared.weight if self.lm_head is None else self.lm_head.weight
         rows = hidden.reshape(-1, hidden.shape[-1])
-        # weight @ rows.T streams the (vocab, D) matrix once; for the few rows of a decoding step it
-        # runs about twice as fast on CPU as F.linear's (rows, D) x (D, vocab) kernel.
-        logits = (weight @ rows.T).T + self.final_logits_bias
+        if self.kernels is not None and rows.shape[0] <= FAST_ROWS:
+            logits = self.kernels.linear(rows, self._lm_head_tiled, None, self.config.vocab_size)
+        else:
+            # weight @ rows.T streams the (vocab, D) matrix once; for the few rows of a decoding step
+            # it runs about twice as fast on CPU as F.linear's (rows, D) x (D, vocab) kernel.
+            logits = (self._lm_head_weight() @ rows.T).T
+        logits = logits + self.final_logits_bias
         return logits.reshape(*hidden.shape[:-1], -1)
 
     def new_caches(self, rows: int, max_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -98,6 +98,12 @@ class Summarizer:
         dt = pick_dtype(dtype, dev)
         directory = resolve(str(name_or_path))
         model = load_model(directory, dev, dt)
+        if dev.type == "cpu":
+            from arxsum import cpukernels
+
+            kernels = cpukernels.load()
+            if kernels is not None:
+                model.use_kernels(kernels)
         tokenizer = load_tokenizer(directory)
         if len(tokenizer) > model.config.vocab_size:
             raise ModelLoadError(f"the tokenizer has {len(tokenizer)} tokens but the model only "

@@ -1,0 +1,284 @@
+/* CPU kernels for the decoding step: a few rows (one document's beams) against a large matrix that is
+ * streamed from memory once. MKL's GEMM reaches ~14 GB/s on these shapes (M = 5) on our 2-core VM;
+ * these reach ~30 GB/s, what DRAM gives. Compiled on first use by cpukernels.py (gcc, -march=native),
+ * called through ctypes, threaded with the OpenMP runtime torch already loaded.
+ *
+ * Tiled layout: a matrix W (O, I) is stored as ceil(O / 64) tiles of (I, 64): tile t holds rows
+ * t*64 .. t*64+63 of W transposed, zero-padded past O, so that computing 64 outputs reads one
+ * contiguous 64 x I block. Rows x (R, I), R <= 8, stay in registers as broadcasts.
+ *
+ * Element types: "f32" = float; "bf16" = bfloat16 stored as uint16, computed in float32 and rounded
+ * to nearest even on output (what torch's bf16 matmul does). Accumulation is always float32.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TILE 64
+#define MAXR 8
+#define HEAD_DIM 64
+#define BLOCK 64 /* terms summed in registers before joining the running total */
+
+typedef float vf __attribute__((vector_size(64)));                /* 16 floats */
+typedef float vf_u __attribute__((vector_size(64), aligned(4)));  /* unaligned view */
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef uint16_t vh __attribute__((vector_size(32)));
+typedef uint16_t vh_u __attribute__((vector_size(32), aligned(2)));
+
+static inline vf load_f32(const float *p) { return *(const vf_u *)p; }
+static inline void store_f32(float *p, vf v) { *(vf_u *)p = v; }
+static inline vf load_bf16(const uint16_t *p) {
+    return (vf)(__builtin_convertvector(*(const vh_u *)p, vu) << 16);
+}
+static inline void store_bf16(uint16_t *p, vf v) {
+    vu u = (vu)v;
+    u = u + 0x7FFFu + ((u >> 16) & 1u);
+    *(vh_u *)p = __builtin_convertvector(u >> 16, vh);
+}
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+static inline vf splat(float x) { return (vf){0} + x; }
+static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)((m & (vi)a) | (~m & (vi)b)); }
+
+/* exp for x <= 0 (softmax after subtracting the maximum): Cephes' expf polynomial, ~1 ulp;
+ * exactly 0 below -87.3 (where float's exp underflows anyway). */
+static inline vf vexp(vf x) {
+    vi under = x < -87.33654f;
+    x = vmax(x, splat(-87.33654f));
+    vf fx = x * 1.44269504088896341f + 0.5f;
+    vf fl = __builtin_convertvector(__builtin_convertvector(fx, vi), vf);
+    fl -= (vf)((vi)(fl > fx) & (vi)splat(1.0f)); /* floor for negatives */
+    x -= fl * 0.693359375f;
+    x -= fl * -2.12194440e-4f;
+    vf z = x * x;
+    vf y = splat(1.9875691500E-4f);
+    y = y * x + 8.3334519073E-3f;
+    y = y * x + 4.1665795894E-2f;
+    y = y * x + 1.6666665459E-1f;
+    y = y * x + 5.0000001201E-1f;
+    y = y * z + x + 1.0f;
+    vi n = __builtin_convertvector(fl, vi) + 127;
+    y *= (vf)(n << 23);
+    return (vf)(~under & (vi)y);
+}
+static inline float hsum(vf v) {
+    float s = 0.f;
+    for (int i = 0; i < 16; i++) s += v[i];
+    return s;
+}
+static inline float hmax(vf v) {
+    float m = v[0];
+    for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* ---- rows x tiled matrix: out[r][o] = sum_i x[r][i] * W[o][i] (+ bias[o]), x float32 ------------ */
+
+/* res: R x 64 float32 results of tile t (vf-aligned scratch, index in floats / 16 below) */
+static inline void tile_f32(const int R, const float *x, int in, const float *w, int t, vf *res_v) {
+    float *res = (float *)res_v;
+    vf tot[MAXR][4], acc[MAXR][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
+    const float *tile = w + (size_t)t * in * TILE;
+    for (int i0 = 0; i0 < in; i0 += BLOCK) {  /* blocked sums: error ~(BLOCK + in / BLOCK) ulp, not in */
+        int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};
+        for (int i = i0; i < i1; i++) {
+            const float *row = tile + (size_t)i * TILE;
+            vf w0 = load_f32(row), w1 = load_f32(row + 16), w2 = load_f32(row + 32), w3 = load_f32(row + 48);
+            for (int r = 0; r < R; r++) {
+                vf xb = splat(x[r * in + i]);
+                acc[r][0] += xb * w0;
+                acc[r][1] += xb * w1;
+                acc[r][2] += xb * w2;
+                acc[r][3] += xb * w3;
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) *(vf_u *)(res + r * TILE + 16 * j) = tot[r][j];
+}
+
+static inline void tile_bf16(const int R, const float *x, int in, const uint16_t *w, int t, vf *res_v) {
+    float *res = (float *)res_v;
+    vf tot[MAXR][4], acc[MAXR][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
+    const uint16_t *tile = w + (size_t)t * in * TILE;
+    for (int i0 = 0; i0 < in; i0 += BLOCK) {  /* blocked sums: error ~(BLOCK + in / BLOCK) ulp, not in */
+        int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};
+        for (int i = i0; i < i1; i++) {
+            const uint16_t *row = tile + (size_t)i * TILE;
+            vf w0 = load_bf16(row), w1 = load_bf16(row + 16), w2 = load_bf16(row + 32), w3 = load_bf16(row + 48);
+            for (int r = 0; r < R; r++) {
+                vf xb = splat(x[r * in + i]);
+                acc[r][0] += xb * w0;
+                acc[r][1] += xb * w1;
+                acc[r][2] += xb * w2;
+                acc[r][3] += xb * w3;
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) *(vf_u *)(res + r * TILE + 16 * j) = tot[r][j];
+}
+
+/* One tile for R rows, R a compile-time constant in each case so that the accumulators stay in
+ * registers. bf16 != 0: w is uint16 bfloat16. */
+static void tile_any(int R, int bf16, const float *x, int in, const void *w, int t, vf *res) {
+#define CASE(n)                                                                   \
+    case n:                                                                       \
+        if (bf16) tile_bf16(n, x, in, (const uint16_t *)w, t, res);               \
+        else tile_f32(n, x, in, (const float *)w, t, res);                        \
+        break;
+    switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
+#undef CASE
+}
+
+/* out (R, O) = x (R, I) @ W^T + bias. bf16: x, w, bias, out are bfloat16; else float32.
+ * bias may be NULL. R <= 8. */
+void rows_linear(const void *x, int R, int in, const void *w, const void *bias, int out_features,
+                 void *out, int bf16) {
+    float *xf = (float *)malloc(sizeof(float) * (size_t)R * in);
+    for (size_t k = 0; k < (size_t)R * in; k++)
+        xf[k] = bf16 ? bf16_to_f32(((const uint16_t *)x)[k]) : ((const float *)x)[k];
+    int tiles = (out_features + TILE - 1) / TILE;
+#pragma omp parallel
+    {
+        vf res[MAXR * TILE / 16];
+#pragma omp for schedule(static)
+        for (int t = 0; t < tiles; t++) {
+            tile_any(R, bf16, xf, in, w, t, res);
+            const float *rf = (const float *)res;
+            int o0 = t * TILE, n = out_features - o0 < TILE ? out_features - o0 : TILE;
+            for (int r = 0; r < R; r++) {
+                for (int j = 0; j < n; j++) {
+                    float b = 0.f;
+                    if (bias) b = bf16 ? bf16_to_f32(((const uint16_t *)bias)[o0 + j]) : ((const float *)bias)[o0 + j];
+                    float y = rf[r * TILE + j] + b;
+                    size_t k = (size_t)r * out_features + o0 + j;
+                    if (bf16) ((uint16_t *)out)[k] = f32_to_bf16(y);
+                    else ((float *)out)[k] = y;
+                }
+            }
+        }
+    }
+    free(xf);
+}
+
+/* ---- cross-attention of a decoding step ------------------------------------------------------------
+ * For each document b and head h: softmax(q K^T + mask) V over S keys, R query rows (the beams).
+ * q (B, H, R, 64) already scaled; kt: per (b, h), ceil(S / 64) tiles of (64, 64) (the keys' tiled
+ * layout, I = head_dim); v (B, H, S, 64); mask (B, S) additive or NULL; out (B, H, R, 64).
+ * bf16: q, kt, v, mask, out bfloat16; scores, softmax and sums in float32.
+ */
+void cross_attention(const void *q, const void *kt, const void *v, const void *mask, void *out,
+                     int B, int H, int R, int S, int bf16) {
+    const int D = HEAD_DIM, tiles = (S + TILE - 1) / TILE;
+    const size_t es = bf16 ? 2 : 4;
+#pragma omp parallel
+    {
+        float *scores = (float *)malloc(sizeof(float) * (size_t)R * tiles * TILE);
+        vf res[MAXR * TILE / 16];
+        float qf[MAXR * HEAD_DIM];
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            int b = bh / H;
+            const char *qp = (const char *)q + (size_t)bh * R * D * es;
+            for (int k = 0; k < R * D; k++)
+                qf[k] = bf16 ? bf16_to_f32(((const uint16_t *)qp)[k]) : ((const float *)qp)[k];
+            const char *kp = (const char *)kt + (size_t)bh * tiles * TILE * D * es;
+            /* scores (R, S) */
+            for (int t = 0; t < tiles; t++) {
+                tile_any(R, bf16, qf, D, kp, t, res);
+                const float *rf = (const float *)res;
+                int s0 = t * TILE, n = S - s0 < TILE ? S - s0 : TILE;
+                for (int r = 0; r < R; r++) memcpy(scores + (size_t)r * S + s0, rf + r * TILE, n * sizeof(float));
+            }
+            if (mask) {
+                const char *mp = (const char *)mask + (size_t)b * S * es;
+                for (int r = 0; r < R; r++)
+                    for (int s = 0; s < S; s++)
+                        scores[(size_t)r * S + s] += bf16 ? bf16_to_f32(((const uint16_t *)mp)[s]) : ((const float *)mp)[s];
+            }
+            /* softmax per row, in place; inv[r] = 1 / sum */
+            float inv[MAXR];
+            for (int r = 0; r < R; r++) {
+                float *sc = scores + (size_t)r * S;
+                vf m = splat(-3.4028234663852886e38f);
+                int s = 0;
+                for (; s + 16 <= S; s += 16) m = vmax(m, load_f32(sc + s));
+                float mx = hmax(m);
+                for (; s < S; s++) mx = sc[s] > mx ? sc[s] : mx;
+                vf sum = (vf){0};
+                for (s = 0; s + 16 <= S; s += 16) {
+                    vf e = vexp(load_f32(sc + s) - mx);
+                    store_f32(sc + s, e);
+                    sum += e;
+                }
+                float tot = hsum(sum);
+                for (; s < S; s++) {
+                    vf e = vexp(splat(sc[s] - mx));
+                    sc[s] = e[0];
+                    tot += e[0];
+                }
+                inv[r] = 1.0f / tot;
+            }
+            /* out (R, 64) = P V, summed in blocks of 4 x BLOCK keys */
+            vf tot[MAXR][4], acc[MAXR][4];
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
+            const char *vp = (const char *)v + (size_t)bh * S * D * es;
+            for (int s0 = 0; s0 < S; s0 += 4 * BLOCK) {
+                int s1 = s0 + 4 * BLOCK < S ? s0 + 4 * BLOCK : S;
+                for (int r = 0; r < R; r++)
+                    for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};
+                for (int s = s0; s < s1; s++) {
+                    vf v0, v1, v2, v3;
+                    if (bf16) {
+                        const uint16_t *row = (const uint16_t *)vp + (size_t)s * D;
+                        v0 = load_bf16(row), v1 = load_bf16(row + 16), v2 = load_bf16(row + 32), v3 = load_bf16(row + 48);
+                    } else {
+                        const float *row = (const float *)vp + (size_t)s * D;
+                        v0 = load_f32(row), v1 = load_f32(row + 16), v2 = load_f32(row + 32), v3 = load_f32(row + 48);
+                    }
+                    for (int r = 0; r < R; r++) {
+                        vf p = splat(scores[(size_t)r * S + s]);
+                        acc[r][0] += p * v0;
+                        acc[r][1] += p * v1;
+                        acc[r][2] += p * v2;
+                        acc[r][3] += p * v3;
+                    }
+                }
+                for (int r = 0; r < R; r++)
+                    for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];
+            }
+            char *op = (char *)out + (size_t)bh * R * D * es;
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < 4; j++) {
+                    vf y = tot[r][j] * inv[r];
+                    if (bf16) store_bf16((uint16_t *)op + r * D + 16 * j, y);
+                    else store_f32((float *)op + r * D + 16 * j, y);
+                }
+        }
+        free(scores);
+    }
+}

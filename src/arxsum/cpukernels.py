@@ -1,0 +1,195 @@
+"""CPU kernels for the decoding step (cpukernels.c), compiled on first use and called through ctypes.
+
+A decoding step multiplies a few rows (one document's beams) by large matrices that are read once
+per step: the cross-attention keys and values (600 MB at 16k tokens in float32), the decoder's
+weights and the LM head. torch's GEMMs reach about 14 GB/s on those shapes on our 2-core machine;
+cpukernels.c streams them at about 30 GB/s, what DRAM gives. Everything else stays in torch.
+
+They run where they were measured: Linux on x86-64 with AVX-512, torch's own OpenMP runtime, a C
+compiler (gcc or $CC). Elsewhere, or with ARXSUM_CPU_KERNELS=0, `load()` returns None and the model
+uses torch's operators; `unavailable_reason()` says why. The compiled library is cached under
+$ARXSUM_CACHE_DIR (default ~/.cache/arxsum), keyed by the source, the compiler and the CPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).with_name("cpukernels.c")
+TILE = 64  # as in cpukernels.c
+MAX_ROWS = 8  # rows the kernels keep in registers; more are done in chunks of 8
+HEAD_DIM = 64
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared"]
+DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+
+_state: dict = {}
+
+
+def load() -> CpuKernels | None:
+    """The kernels, compiled once per machine; None where they cannot run (see unavailable_reason)."""
+    if "kernels" not in _state:
+        try:
+            _state["kernels"], _state["reason"] = CpuKernels(ctypes.CDLL(str(_build()))), None
+            _state["kernels"].self_check()
+        except _Unavailable as e:
+            _state["kernels"], _state["reason"] = None, str(e)
+    return _state["kernels"]
+
+
+def unavailable_reason() -> str | None:
+    load()
+    return _state["reason"]
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _build() -> Path:
+    if os.environ.get("ARXSUM_CPU_KERNELS", "1") == "0":
+        raise _Unavailable("turned off by ARXSUM_CPU_KERNELS=0")
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise _Unavailable(f"built for Linux on x86-64, not {platform.system()} on {platform.machine()}")
+    cpu = _cpu_flags()
+    if "avx512f" not in cpu.split():
+        raise _Unavailable("the CPU has no AVX-512")
+    torch_lib = Path(torch.__file__).parent / "lib"
+    if not (torch_lib / "libgomp.so.1").is_file():
+        raise _Unavailable("this torch build does not use GNU OpenMP")
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise _Unavailable("no C compiler (gcc or $CC)")
+    source = SOURCE.read_bytes()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise _Unavailable(f"{cc} does not run: {e}") from None
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), cpu.encode(),
+                                     str(torch_lib).encode()])).hexdigest()[:16]
+    cache = Path(os.environ.get("ARXSUM_CACHE_DIR") or Path.home() / ".cache" / "arxsum") / "kernels"
+    target = cache / f"cpukernels-{key}.so"
+    if target.is_file():
+        return target
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
+    except OSError:  # a read-only home: build for this process only
+        workdir = Path(tempfile.mkdtemp(prefix="arxsum-kernels-"))
+        target = workdir / target.name
+    built = workdir / "cpukernels.so"
+    command = [cc, *FLAGS, str(SOURCE), "-o", str(built), f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise _Unavailable(f"compiling the kernels failed: {e}") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise _Unavailable(f"compiling the kernels failed: {last}")
+    built.replace(target)  # atomic: processes building at once each rename a whole file
+    shutil.rmtree(workdir, ignore_errors=True)
+    return target
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def tile(w: torch.Tensor) -> torch.Tensor:
+    """(..., O, I) -> (..., ceil(O / 64), I, 64): 64 rows at a time, transposed, zero-padded past O."""
+    o = w.shape[-2]
+    pad = -o % TILE
+    if pad:
+        w = F.pad(w, (0, 0, 0, pad))
+    return w.unflatten(-2, (-1, TILE)).transpose(-1, -2).contiguous()
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def _check(ok: bool, what: str, *tensors: torch.Tensor) -> None:
+    """The C code trusts its pointers: anything unexpected stops here, not in a segfault."""
+    if not ok or any(t.device.type != "cpu" or t.dtype not in DTYPES for t in tensors):
+        shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in tensors)
+        raise ValueError(f"cpukernels.{what}: unexpected inputs {shapes}")
+
+
+class CpuKernels:
+    tile = staticmethod(tile)
+    head_dim = HEAD_DIM  # the cross-attention kernel's; other models keep torch's
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+        lib.rows_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        lib.rows_linear.restype = None
+        lib.cross_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
+        lib.cross_attention.restype = None
+
+    def __deepcopy__(self, memo):  # a loaded library: shared, never copied
+        return self
+
+    def linear(self, x: torch.Tensor, w_tiled: torch.Tensor, bias: torch.Tensor | None,
+               out_features: int) -> torch.Tensor:
+        """x (R, I) -> (R, out_features) = x @ W^T + bias, W given by tile(W)."""
+        x = x.contiguous()
+        rows, width = x.shape
+        _check(w_tiled.shape == (-(-out_features // TILE), width, TILE) and w_tiled.is_contiguous()
+               and w_tiled.dtype == x.dtype and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()
+                                                                  and bias.shape == (out_features,))),
+               "linear", x, w_tiled)
+        out = x.new_empty(rows, out_features)
+        for start in range(0, rows, MAX_ROWS):
+            n = min(MAX_ROWS, rows - start)
+            self.lib.rows_linear(_ptr(x[start:]), n, width, _ptr(w_tiled), _ptr(bias), out_features,
+                                 _ptr(out[start:]), DTYPES[x.dtype])
+        return out
+
+    def cross_attention(self, q: torch.Tensor, k_tiled: torch.Tensor, v: torch.Tensor,
+                        mask: torch.Tensor | None) -> torch.Tensor:
+        """q (B, H, R, 64), scaled; keys tile(K) (B, H, ceil(S / 64), 64, 64); v (B, H, S, 64); mask
+        (B, S) additive or None -> softmax(q K^T + mask) V, (B, H, R, 64)."""
+        b, h, rows, d = q.shape
+        s = v.shape[2]
+        _check(d == HEAD_DIM and k_tiled.shape == (b, h, -(-s // TILE), d, TILE) and v.shape == (b, h, s, d)
+               and k_tiled.is_contiguous() and v.is_contiguous() and k_tiled.dtype == v.dtype == q.dtype
+               and (mask is None or (mask.shape == (b, s) and mask.dtype == q.dtype and mask.is_contiguous())),
+               "cross_attention", q, k_tiled, v)
+        out = q.new_empty(b, h, rows, d)
+        for start in range(0, rows, MAX_ROWS):
+            chunk = q[:, :, start: start + MAX_ROWS].contiguous()
+            dest = out if chunk.shape[2] == rows else q.new_empty(chunk.shape)
+            self.lib.cross_attention(_ptr(chunk), _ptr(k_tiled), _ptr(v), _ptr(mask), _ptr(dest), b, h,
+                                     chunk.shape[2], s, DTYPES[q.dtype])
+            if dest is not out:
+                out[:, :, start: start + MAX_ROWS] = dest
+        return out
+
+    def self_check(self) -> None:
+        """Both kernels against torch on small random inputs: a miscompiled library is not used."""
+        gen = torch.Generator().manual_seed(0)
+        x, w, bias = (torch.randn(shape, generator=gen) for shape in [(5, 96), (70, 96), (70,)])
+        q, k, v = (torch.randn(shape, generator=gen) for shape in [(1, 2, 3, 64), (1, 2, 100, 64), (1, 2, 100, 64)])
+        mask = torch.zeros(1, 100)
+        mask[0, 90:] = torch.finfo(torch.float32).min
+        want = torch.softmax(q @ k.transpose(-1, -2) + mask[:, None, None], -1) @ v
+        got = self.cross_attention(q, tile(k), v, mask)
+        if not (torch.allclose(self.linear(x, tile(w), bias, 70), F.linear(x, w, bias), atol=1e-4)
+                and torch.allclose(got, want, atol=1e-5)):
+            raise _Unavailable("the compiled kernels disagree with torch (self-check)")

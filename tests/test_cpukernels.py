@@ -1,0 +1,153 @@
+"""The CPU kernels (cpukernels.c) against torch, their fallbacks, and the model with and without them."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from arxsum import cpukernels
+from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search
+from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
+from builders import random_state_dict, real_architecture_config
+
+CAN_BUILD = "avx512f" in cpukernels._cpu_flags().split() and bool(shutil.which("gcc") or shutil.which("cc"))
+TOLERANCE = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.bfloat16: dict(atol=3e-2, rtol=2e-2)}
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    k = cpukernels.load()
+    if not CAN_BUILD:  # a CPU without AVX-512 or no compiler: the fallback must say why, then nothing to test
+        assert k is None and cpukernels.unavailable_reason()
+        pytest.skip(f"no CPU kernels on this machine: {cpukernels.unavailable_reason()}")
+    assert k is not None, cpukernels.unavailable_reason()
+    return k
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """load() as on a new machine: nothing loaded in this process, an empty cache directory."""
+    monkeypatch.setattr(cpukernels, "_state", {})
+    monkeypatch.setenv("ARXSUM_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows,width,out,bias", [(1, 64, 64, True), (5, 768, 3072, True), (8, 96, 70, False),
+                                                 (13, 40, 129, True), (5, 768, 1000, False)])
+def test_linear_equals_torch(kernels, dtype, rows, width, out, bias):
+    """Against the float64 product of the same inputs: bfloat16 within its rounding, float32 at
+    most twice torch's own float32 error (the order of the sums differs, not the precision)."""
+    gen = torch.Generator().manual_seed(rows * out)
+    x, w = torch.randn(rows, width, generator=gen).to(dtype), torch.randn(out, width, generator=gen).to(dtype)
+    b = torch.randn(out, generator=gen).to(dtype) if bias else None
+    want = F.linear(x.double(), w.double(), None if b is None else b.double())
+    got = kernels.linear(x, cpukernels.tile(w), b, out)
+    assert got.dtype == dtype and got.shape == (rows, out)
+    if dtype == torch.bfloat16:
+        torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
+    else:
+        torch_error = (F.linear(x, w, b).double() - want).abs().max().item()
+        assert (got.double() - want).abs().max().item() <= 2 * torch_error + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,rows,keys,padded", [(1, 5, 16448, False), (2, 1, 100, True), (3, 8, 64, False),
+                                                    (2, 11, 1000, True)])
+def test_cross_attention_equals_torch(kernels, dtype, batch, rows, keys, padded):
+    gen = torch.Generator().manual_seed(keys + rows)
+    q = torch.randn(batch, 4, rows, 64, generator=gen) * 0.125
+    k, v = torch.randn(batch, 4, keys, 64, generator=gen), torch.randn(batch, 4, keys, 64, generator=gen)
+    mask = torch.zeros(batch, keys)
+    if padded:  # the last document's last keys are padding
+        mask[-1, keys // 2:] = torch.finfo(torch.float32).min
+    q, k, v, mask = (t.to(dtype) for t in (q, k, v, mask))
+    scores = q.double() @ k.double().transpose(-1, -2) + mask.double()[:, None, None, :]
+    want = torch.softmax(scores, dim=-1) @ v.double()
+    got = kernels.cross_attention(q, cpukernels.tile(k), v, mask if padded else None)
+    assert got.dtype == dtype and got.shape == q.shape
+    torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
+
+
+def test_unexpected_inputs_are_refused_not_crashed(kernels):
+    x, w = torch.randn(5, 64), torch.randn(70, 64)
+    with pytest.raises(ValueError, match="linear"):
+        kernels.linear(x, w, None, 70)  # not in the tiled layout
+    with pytest.raises(ValueError, match="linear"):
+        kernels.linear(x.double(), cpukernels.tile(w).double(), None, 70)
+    q, k = torch.randn(1, 2, 5, 32), torch.randn(1, 2, 100, 32)
+    with pytest.raises(ValueError, match="cross_attention"):
+        kernels.cross_attention(q, cpukernels.tile(k), k, None)  # 32-wide heads
+
+
+def test_switched_off_by_environment(fresh, monkeypatch):
+    monkeypatch.setenv("ARXSUM_CPU_KERNELS", "0")
+    assert cpukernels.load() is None
+    assert "ARXSUM_CPU_KERNELS=0" in cpukernels.unavailable_reason()
+
+
+def test_a_failing_compiler_means_torch_ops_not_an_error(fresh, monkeypatch):
+    monkeypatch.setenv("CC", "false")  # runs, exits 1
+    assert cpukernels.load() is None
+    reason = cpukernels.unavailable_reason()
+    assert "compil" in reason or "no AVX-512" in reason or "x86-64" in reason
+    assert not list(fresh.rglob("*.so"))
+
+
+def test_built_once_then_loaded_from_the_cache(fresh, kernels):
+    assert cpukernels.load() is not None
+    built = list((fresh / "kernels").glob("cpukernels-*.so"))
+    assert len(built) == 1 and not list((fresh / "kernels").glob(".build-*"))  # no leftovers
+    stamp = built[0].stat().st_mtime_ns
+    cpukernels._state.clear()
+    assert cpukernels.load() is not None and built[0].stat().st_mtime_ns == stamp
+
+
+@pytest.fixture(scope="module")
+def real_shaped():
+    """The real model's widths (768, 12 heads of 64, FFN 3072), fewer layers and a small vocabulary."""
+    config = real_architecture_config(vocab_size=1200, encoder_layers=1, decoder_layers=2,
+                                      max_position_embeddings=2048, init_std=0.1)
+    model = LSGBartForConditionalGeneration(LSGBartConfig.from_dict(config))
+    model.load_state_dict(random_state_dict(config, seed=3))
+    return model.eval()
+
+
+def test_model_with_kernels_equals_model_without(kernels, real_shaped):
+    model = real_shaped
+    c = model.config
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, c.vocab_size, (2, 1500), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 1200:] = 0
+    dec = torch.randint(5, c.vocab_size, (2, 6), generator=gen)
+    special = SpecialTokens(c.decoder_start_token_id, c.eos_token_id, c.pad_token_id)
+    options = GenerationOptions(num_beams=5, max_length=24, min_length=24)
+    with torch.inference_mode():
+        exact = copy.deepcopy(model).double()(ids, mask, dec)
+        plain_logits = model(ids, mask, dec)
+        plain_tokens = beam_search(model, ids, mask, options, special)
+        model.use_kernels(kernels)
+        try:
+            assert model.model.decoder.layers[0].kernels is kernels  # 64-wide heads: cross-attention too
+            fast_logits = model(ids, mask, dec)
+            fast_tokens = beam_search(model, ids, mask, options, special)
+        finally:
+            model.use_kernels(None)
+    # as close to the float64 model as torch's float32 ops are (other sum orders, same precision)
+    plain_error = (plain_logits.double() - exact).abs().max().item()
+    assert (fast_logits.double() - exact).abs().max().item() <= 2 * plain_error
+    assert fast_tokens == plain_tokens
+
+
+def test_moving_or_casting_the_model_drops_the_kernels(kernels, real_shaped):
+    model = copy.deepcopy(real_shaped)
+    model.use_kernels(kernels)
+    assert model.model.decoder.layers[1].fc1.fast is not None
+    model.to(torch.bfloat16)
+    assert model.kernels is None and model.model.decoder.layers[1].fc1.fast is None
+    assert model.model.decoder.layers[1].kernels is None and model._lm_head_tiled is None
