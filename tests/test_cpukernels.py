@@ -38,7 +38,7 @@ def fresh(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows,width,out,bias", [(1, 64, 64, True), (5, 768, 3072, True), (8, 96, 70, False),
-                                                 (13, 40, 129, True), (5, 768, 1000, False)])
+                                                 (13, 96, 129, True), (5, 3072, 768, True), (5, 768, 1001, False)])
 def test_linear_equals_torch(kernels, dtype, rows, width, out, bias):
     """Against the float64 product of the same inputs: bfloat16 within its rounding, float32 at
     most twice torch's own float32 error (the order of the sums differs, not the precision)."""
@@ -144,10 +144,38 @@ def test_model_with_kernels_equals_model_without(kernels, real_shaped):
     assert fast_tokens == plain_tokens
 
 
+@pytest.mark.parametrize("eos_bias", [6.0, 7.0])
+def test_documents_finishing_apart_keep_their_histories(kernels, real_shaped, monkeypatch, eos_bias):
+    """With the kernels, reordering beams only rewrites the ancestry table; when a document finishes,
+    the others' histories are gathered into place. Same summaries as the copying path."""
+    from arxsum import decoding
+
+    model = copy.deepcopy(real_shaped)
+    c = model.config
+    model.final_logits_bias[0, c.eos_token_id] += eos_bias  # a raised EOS: documents stop at different steps
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, c.vocab_size, (3, 700), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 500:], mask[2, 300:] = 0, 0
+    special = SpecialTokens(c.decoder_start_token_id, c.eos_token_id, c.pad_token_id)
+    options = GenerationOptions(num_beams=5, max_length=30, min_length=2)
+    kept = []
+    keep = decoding.DecoderState.keep_documents
+    monkeypatch.setattr(decoding.DecoderState, "keep_documents",
+                        lambda self, docs, rows: (kept.append(self.ancestry is not None), keep(self, docs, rows)))
+    with torch.inference_mode():
+        plain = beam_search(model, ids, mask, options, special)
+        model.use_kernels(kernels)
+        fast = beam_search(model, ids, mask, options, special)
+    assert fast == plain
+    assert len({len(t) for t in plain}) > 1 and False in kept and True in kept  # both paths dropped documents
+
+
 def test_moving_or_casting_the_model_drops_the_kernels(kernels, real_shaped):
     model = copy.deepcopy(real_shaped)
     model.use_kernels(kernels)
-    assert model.model.decoder.layers[1].fc1.fast is not None
+    assert model.model.decoder.layers[1].fc1.kernels is kernels
     model.to(torch.bfloat16)
-    assert model.kernels is None and model.model.decoder.layers[1].fc1.fast is None
-    assert model.model.decoder.layers[1].kernels is None and model._lm_head_tiled is None
+    assert model.kernels is None and model.model.decoder.layers[1].fc1.kernels is None
+    assert model.model.decoder.layers[1].fc1.tiled is None and model._lm_head_tiled is None
+    assert model.model.decoder.layers[1].kernels is None

@@ -153,6 +153,10 @@ static void tile_any(int R, int bf16, const float *x, int in, const void *w, int
 #undef CASE
 }
 
+static inline float elem(const void *p, size_t k, int bf16) {
+    return bf16 ? bf16_to_f32(((const uint16_t *)p)[k]) : ((const float *)p)[k];
+}
+
 /* out (R, O) = x (R, I) @ W^T + bias. bf16: x, w, bias, out are bfloat16; else float32.
  * bias may be NULL. R <= 8. */
 void rows_linear(const void *x, int R, int in, const void *w, const void *bias, int out_features,
@@ -280,5 +284,75 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                 }
         }
         free(scores);
+    }
+}
+
+/* ---- self-attention of a decoding step over the beams' histories ------------------------------------
+ * q (N, H, 64) scaled, one token per row; cache_k, cache_v (max_len, N, H, 64): slot [p, j] holds the
+ * key / value written at position p by row j; ancestry (n, N) int64: row r's history at position p
+ * is in slot [p, ancestry[p][r]]. The beams' reordering only permutes `ancestry`, never the caches.
+ * out (N, H, 64). bf16: q, caches, out bfloat16; float32 inside.
+ */
+void self_attention(const void *q, const void *cache_k, const void *cache_v, const int64_t *ancestry,
+                    void *out, int N, int H, int n, int bf16) {
+    const int D = HEAD_DIM;
+    const size_t es = bf16 ? 2 : 4, slot = (size_t)H * D; /* elements between rows of one position */
+#pragma omp parallel
+    {
+        float *p = (float *)malloc(sizeof(float) * (size_t)n);
+#pragma omp for schedule(static)
+        for (int rh = 0; rh < N * H; rh++) {
+            int r = rh / H, h = rh % H;
+            vf q0, q1, q2, q3;
+            const char *qp = (const char *)q + (size_t)rh * D * es;
+            if (bf16) {
+                const uint16_t *x = (const uint16_t *)qp;
+                q0 = load_bf16(x), q1 = load_bf16(x + 16), q2 = load_bf16(x + 32), q3 = load_bf16(x + 48);
+            } else {
+                const float *x = (const float *)qp;
+                q0 = load_f32(x), q1 = load_f32(x + 16), q2 = load_f32(x + 32), q3 = load_f32(x + 48);
+            }
+            float mx = -3.4028234663852886e38f;
+            for (int t = 0; t < n; t++) {
+                size_t at = ((size_t)t * N + (size_t)ancestry[(size_t)t * N + r]) * slot + (size_t)h * D;
+                vf k0, k1, k2, k3;
+                if (bf16) {
+                    const uint16_t *k = (const uint16_t *)cache_k + at;
+                    k0 = load_bf16(k), k1 = load_bf16(k + 16), k2 = load_bf16(k + 32), k3 = load_bf16(k + 48);
+                } else {
+                    const float *k = (const float *)cache_k + at;
+                    k0 = load_f32(k), k1 = load_f32(k + 16), k2 = load_f32(k + 32), k3 = load_f32(k + 48);
+                }
+                p[t] = hsum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3);
+                mx = p[t] > mx ? p[t] : mx;
+            }
+            float tot = 0.f;
+            for (int t = 0; t < n; t++) {
+                p[t] = vexp(splat(p[t] - mx))[0];
+                tot += p[t];
+            }
+            vf a0 = (vf){0}, a1 = (vf){0}, a2 = (vf){0}, a3 = (vf){0};
+            for (int t = 0; t < n; t++) {
+                size_t at = ((size_t)t * N + (size_t)ancestry[(size_t)t * N + r]) * slot + (size_t)h * D;
+                vf w = splat(p[t]);
+                if (bf16) {
+                    const uint16_t *v = (const uint16_t *)cache_v + at;
+                    a0 += w * load_bf16(v), a1 += w * load_bf16(v + 16), a2 += w * load_bf16(v + 32), a3 += w * load_bf16(v + 48);
+                } else {
+                    const float *v = (const float *)cache_v + at;
+                    a0 += w * load_f32(v), a1 += w * load_f32(v + 16), a2 += w * load_f32(v + 32), a3 += w * load_f32(v + 48);
+                }
+            }
+            float inv = 1.0f / tot;
+            char *op = (char *)out + (size_t)rh * D * es;
+            if (bf16) {
+                uint16_t *o = (uint16_t *)op;
+                store_bf16(o, a0 * inv), store_bf16(o + 16, a1 * inv), store_bf16(o + 32, a2 * inv), store_bf16(o + 48, a3 * inv);
+            } else {
+                float *o = (float *)op;
+                store_f32(o, a0 * inv), store_f32(o + 16, a1 * inv), store_f32(o + 32, a2 * inv), store_f32(o + 48, a3 * inv);
+            }
+        }
+        free(p);
     }
 }

@@ -132,7 +132,7 @@ def _check(ok: bool, what: str, *tensors: torch.Tensor) -> None:
 
 class CpuKernels:
     tile = staticmethod(tile)
-    head_dim = HEAD_DIM  # the cross-attention kernel's; other models keep torch's
+    head_dim = HEAD_DIM  # the attention kernels'; other models keep torch's
 
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
@@ -141,6 +141,8 @@ class CpuKernels:
         lib.rows_linear.restype = None
         lib.cross_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
         lib.cross_attention.restype = None
+        lib.self_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4
+        lib.self_attention.restype = None
 
     def __deepcopy__(self, memo):  # a loaded library: shared, never copied
         return self
@@ -179,6 +181,25 @@ class CpuKernels:
                                      chunk.shape[2], s, DTYPES[q.dtype])
             if dest is not out:
                 out[:, :, start: start + MAX_ROWS] = dest
+        return out
+
+    def self_attention(self, q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+                       ancestry: torch.Tensor) -> torch.Tensor:
+        """q (N, H, 64), scaled, one token per row; caches (max_len, N, H, 64), slot [p, j] written at
+        position p by row j; ancestry (n, N): row r's history at position p is in slot
+        [p, ancestry[p, r]] -> softmax over the n positions, (N, H, 64)."""
+        q = q.contiguous()
+        rows, h, d = q.shape
+        n = ancestry.shape[0]
+        _check(d == HEAD_DIM and cache_k.shape == cache_v.shape and cache_k.shape[1:] == (rows, h, d)
+               and 0 < n <= cache_k.shape[0] and cache_k.is_contiguous() and cache_v.is_contiguous()
+               and cache_k.dtype == cache_v.dtype == q.dtype and ancestry.dtype == torch.int64
+               and ancestry.is_contiguous() and ancestry.shape == (n, rows)
+               and int(ancestry.min()) >= 0 and int(ancestry.max()) < rows,
+               "self_attention", q, cache_k, cache_v)
+        out = torch.empty_like(q)
+        self.lib.self_attention(_ptr(q), _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), _ptr(out), rows, h, n,
+                                DTYPES[q.dtype])
         return out
 
     def self_check(self) -> None:

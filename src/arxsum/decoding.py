@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from arxsum.model import AncestryCache
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -118,29 +120,45 @@ class Hypotheses:
 
 class DecoderState:
     """Owns everything that lives across steps: cross-attention keys/values (one copy per document,
-    shared by its beams) and the preallocated self-attention caches (one row per beam)."""
+    shared by its beams) and the preallocated self-attention caches (one row per beam).
+
+    Reordering the beams: with the CPU kernels (every decoder layer has them), the caches stay put
+    and an ancestry table says where each row's history lies (model.AncestryCache); otherwise the
+    caches are copied, in the new order, into a spare set of buffers."""
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
                  max_length: int):
         enc = model.encode(input_ids, attention_mask)
         self.model = model
-        self.cross = model.cross_kv(enc.hidden)  # per layer: (B, H, S, hd)
+        self.cross = model.cross_kv(enc.hidden)  # per layer: keys, values (see DecoderLayer.forward)
         self.cross_mask = model.cross_mask(enc)  # (B, 1, 1, S)
         del enc
         rows = input_ids.shape[0] * num_beams
         self.caches = model.new_caches(rows, max_length)  # per layer: (max_len, N, H, hd)
-        self.spare = model.new_caches(rows, max_length)
         self.length = 0  # positions filled in the caches
+        if all(layer.kernels is not None for layer in model.model.decoder.layers):
+            self.ancestry = torch.empty(max_length, rows, dtype=torch.long, device=input_ids.device)
+            self.spare = None
+        else:
+            self.ancestry = None
+            self.spare = model.new_caches(rows, max_length)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N,) at position self.length -> log-probs (N, vocab) in float32."""
-        hidden = self.model.decode(tokens[:, None], self.cross, self.cross_mask, self.caches, self.length)
+        caches = self.caches
+        if self.ancestry is not None:  # each row writes its own slot at the new position
+            self.ancestry[self.length] = torch.arange(self.ancestry.shape[1], device=self.ancestry.device)
+            caches = [AncestryCache(k, v, self.ancestry) for k, v in caches]
+        hidden = self.model.decode(tokens[:, None], self.cross, self.cross_mask, caches, self.length)
         self.length += 1
         return torch.log_softmax(self.model.logits(hidden[:, -1]).float(), dim=-1)
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Row i of every cache takes the history of row rows[i] (beams that survived, in order)."""
         n = self.length
+        if self.ancestry is not None:
+            self.ancestry[:n] = self.ancestry[:n].index_select(1, rows)
+            return
         for (k, v), (sk, sv) in zip(self.caches, self.spare):
             torch.index_select(k[:n], 1, rows, out=sk[:n])
             torch.index_select(v[:n], 1, rows, out=sv[:n])
@@ -150,9 +168,24 @@ class DecoderState:
         """Drop finished documents: keep the given document indices and their beam rows."""
         self.cross = [(k.index_select(0, docs), v.index_select(0, docs)) for k, v in self.cross]
         self.cross_mask = self.cross_mask.index_select(0, docs)
+        if self.ancestry is not None:  # gather the kept rows' histories into place; ancestry restarts
+            n, max_length = self.length, self.ancestry.shape[0]
+            slots = self.ancestry[:n].index_select(1, rows)  # (n, kept)
+            positions = torch.arange(n, device=slots.device)[:, None]
+            self.caches = [tuple(_gathered(c, positions, slots, max_length) for c in kv) for kv in self.caches]
+            self.ancestry = self.ancestry.new_empty(max_length, len(rows))
+            self.ancestry[:n] = torch.arange(len(rows), device=slots.device)
+            return
         self.caches = [(k.index_select(1, rows), v.index_select(1, rows)) for k, v in self.caches]
         # the spare buffers only ever receive reorder() output: resize, nothing to keep
         self.spare = [(k.new_empty(k.shape), v.new_empty(v.shape)) for k, v in self.caches]
+
+
+def _gathered(cache: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, max_length: int) -> torch.Tensor:
+    """(max_len, N, H, hd) -> (max_len, kept, H, hd) whose [p, i] is cache[p, slots[p, i]] for p < n."""
+    out = cache.new_empty(max_length, slots.shape[1], *cache.shape[2:])
+    out[: slots.shape[0]] = cache[positions, slots]
+    return out
 
 
 class GraphedDecoderState(DecoderState):
@@ -173,6 +206,8 @@ class GraphedDecoderState(DecoderState):
         super().__init__(model, input_ids, attention_mask, num_beams, max_length)
         device = input_ids.device
         rows = input_ids.shape[0] * num_beams
+        if self.spare is None:  # a model with CPU kernels: its ancestry tables are not for graphs
+            self.ancestry, self.spare = None, model.new_caches(rows, max_length)
         for k, v in self.caches + self.spare:  # masked positions are read: they must be finite
             k.zero_()
             v.zero_()

@@ -19,9 +19,9 @@ hd = D / H, S = encoder length seen by the decoder.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -124,18 +124,31 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
+class AncestryCache(NamedTuple):
+    """A decoder layer's self-attention cache when the CPU kernels follow the beams' histories:
+    slot [p, j] of keys/values (max_len, N, H, hd) holds what row j wrote at position p, and row r's
+    history at position p is in slot [p, ancestry[p, r]] ((max_len, N) int64, shared by the layers).
+    Reordering the beams permutes `ancestry` alone."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    ancestry: torch.Tensor
+
+
 class Linear(nn.Linear):
-    """nn.Linear with an optional fast path for the few rows of a decoding step: `fast`, set by
-    LSGBartForConditionalGeneration.use_kernels, maps rows (R, in) to (R, out)."""
+    """nn.Linear with a fast path for the few rows of a decoding step, set by
+    LSGBartForConditionalGeneration.use_kernels: `kernels` and `tiled`, its weight in their layout."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias)
-        self.fast = None
+        self.kernels = None
+        self.tiled = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast is None or x.numel() > FAST_ROWS * x.shape[-1]:
+        if self.kernels is None or x.numel() > FAST_ROWS * x.shape[-1]:
             return super().forward(x)
-        return self.fast(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.out_features)
+        rows = x.reshape(-1, x.shape[-1])
+        return self.kernels.linear(rows, self.tiled, self.bias, self.out_features).view(*x.shape[:-1], -1)
 
 
 class Attention(nn.Module):
@@ -330,6 +343,12 @@ class DecoderLayer(nn.Module):
         q = attn.split_heads(attn.q_proj(x))
         k, v = attn.project_kv(x)
         length = x.shape[1]
+        if isinstance(cache, AncestryCache):  # CPU kernels, one token per row
+            cache.keys[start] = k[:, :, 0]
+            cache.values[start] = v[:, :, 0]
+            ctx = self.kernels.self_attention(q[:, :, 0] * attn.head_dim ** -0.5, cache.keys, cache.values,
+                                              cache.ancestry[: start + 1])
+            return attn.out_proj(ctx.view(x.shape))
         if isinstance(start, torch.Tensor):  # static shapes, for CUDA graphs: one token at a position
             return attn.out_proj(attn.merge_heads(self._static_self_attention(q, k, v, cache, start)))
         if cache is not None:  # cache layout (max_len, N, H, hd): a step writes one contiguous slab
@@ -427,19 +446,19 @@ class LSGBartForConditionalGeneration(nn.Module):
         self._lm_head_tiled = None
 
     def use_kernels(self, kernels) -> None:
-        """Route the decoding step's few-row products through `kernels` (cpukernels.CpuKernels): the
-        decoder's projections and feed-forward, its cross-attention and the LM head. They keep their
-        own copies of those weights in their layout: call this after the model has its device and dtype."""
+        """Route the decoding step's few-row products through `kernels` (cpukernels.CpuKernels), or
+        back to torch with None: the decoder's projections and feed-forward, its self- and
+        cross-attention (64-wide heads) and the LM head. They keep copies of those weights in their own
+        layout (+0.35 GB in float32): call this once the model has its device and dtype."""
         self.kernels = kernels
         for layer in self.model.decoder.layers:
-            # the cross-attention kernel is for 64-wide heads; other models keep torch's
-            layer.kernels = kernels if kernels is not None and layer.encoder_attn.head_dim == kernels.head_dim else None
+            heads_fit = kernels is not None and layer.encoder_attn.head_dim == kernels.head_dim
+            layer.kernels = kernels if heads_fit else None
             for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                            layer.self_attn.out_proj, layer.encoder_attn.q_proj, layer.encoder_attn.out_proj,
                            layer.fc1, layer.fc2):
-                linear.fast = None if kernels is None else functools.partial(
-                    kernels.linear, w_tiled=kernels.tile(linear.weight), bias=linear.bias,
-                    out_features=linear.out_features)
+                linear.kernels = kernels
+                linear.tiled = None if kernels is None else kernels.tile(linear.weight)
         self._lm_head_tiled = None if kernels is None else kernels.tile(self._lm_head_weight())
 
     def _apply(self, fn, *args, **kwargs):
