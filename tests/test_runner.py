@@ -303,3 +303,19 @@ def test_without_raw_the_model_sees_training_text_and_the_summary_comes_back_as_
     assert raw_out == " GAIL cites [12]\n"  # --raw: the text untouched in, the summary untouched out
     _, out, _ = go(RunConfig(inputs=[str(path)], timeout=0), fake_summarizer)
     assert out.lower() == "gail cites\n"  # @xcite dropped, sentence-cased
+
+
+@pytest.mark.parametrize("reason,shown", [("no C compiler (gcc or $CC)", True),
+                                          ("turned off by ARXSUM_CPU_KERNELS=0", False), (None, False)])
+def test_a_cpu_run_without_the_kernels_says_why(tmp_path, fake_summarizer, monkeypatch, reason, shown):
+    from types import SimpleNamespace
+
+    from arxsum import cpukernels
+
+    monkeypatch.setattr(cpukernels, "unavailable_reason", lambda: reason)
+    fake_summarizer.model = SimpleNamespace(kernels=None if reason else object())
+    paths = papers(tmp_path, {"a.txt": 5})
+    _, out, err = go(RunConfig(inputs=[str(p) for p in paths], timeout=0), fake_summarizer)
+    assert out.strip() and ("without the CPU kernels" in err) == shown
+    if shown:
+        assert "no C compiler" in err and err.count("CPU kernels") == 1

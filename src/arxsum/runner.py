@@ -360,6 +360,7 @@ class Engine:
             from arxsum.summarizer import input_token_limit
 
             self._summarizer = self._load()
+            self._note_without_kernels(self._summarizer)
             self.max_input_tokens = input_token_limit(self.cfg.max_input_tokens, self._summarizer.max_positions)
             if self.cfg.batch_size is None:
                 self.batch_size = default_batch_size(self._summarizer, self.max_input_tokens, self.cfg.options)
@@ -367,6 +368,17 @@ class Engine:
 
     def count_tokens(self, text: str) -> int:
         return self.summarizer.count_tokens(text)
+
+    def _note_without_kernels(self, summarizer) -> None:
+        """On the CPU without the decoding kernels a summary takes about twice as long: say why."""
+        model = getattr(summarizer, "model", None)
+        if str(getattr(summarizer, "device", "")) != "cpu" or getattr(model, "kernels", True) is not None:
+            return
+        from arxsum import cpukernels
+
+        reason = cpukernels.unavailable_reason()
+        if reason and "ARXSUM_CPU_KERNELS" not in reason:
+            self.progress.note(f"decoding without the CPU kernels ({reason}): about 2x slower")
 
     def summarize(self, batch: list[Job]) -> Iterator[tuple[Job, Result | str]]:
         """Step 6: Results (or failure reasons) for one batch, halving it on CUDA out-of-memory."""
