@@ -71,15 +71,38 @@ static inline vf vexp(vf x) {
     y *= (vf)(n << 23);
     return (vf)(~under & (vi)y);
 }
-static inline float hsum(vf v) {
-    float s = 0.f;
-    for (int i = 0; i < 16; i++) s += v[i];
-    return s;
+static inline float hsum(vf v) { /* a tree of lane shuffles: 4 adds, not 15 */
+    v += __builtin_shuffle(v, (vi){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (vi){4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+    v += __builtin_shuffle(v, (vi){2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+    v += __builtin_shuffle(v, (vi){1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+    return v[0];
 }
 static inline float hmax(vf v) {
     float m = v[0];
     for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
     return m;
+}
+
+/* sc[0..n) <- exp(sc - max): the softmax numerators, in place; returns 1 / their sum. */
+static float softmax_numerators(float *sc, int n) {
+    vf m = splat(-3.4028234663852886e38f);
+    int s = 0;
+    for (; s + 16 <= n; s += 16) m = vmax(m, load_f32(sc + s));
+    float mx = hmax(m);
+    for (; s < n; s++) mx = sc[s] > mx ? sc[s] : mx;
+    vf sum = (vf){0};
+    for (s = 0; s + 16 <= n; s += 16) {
+        vf e = vexp(load_f32(sc + s) - mx);
+        store_f32(sc + s, e);
+        sum += e;
+    }
+    float tot = hsum(sum);
+    for (; s < n; s++) {
+        sc[s] = vexp(splat(sc[s] - mx))[0];
+        tot += sc[s];
+    }
+    return 1.0f / tot;
 }
 
 /* ---- rows x tiled matrix: out[r][o] = sum_i x[r][i] * W[o][i] (+ bias[o]), x float32 ------------ */
@@ -223,29 +246,8 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                     for (int s = 0; s < S; s++)
                         scores[(size_t)r * S + s] += bf16 ? bf16_to_f32(((const uint16_t *)mp)[s]) : ((const float *)mp)[s];
             }
-            /* softmax per row, in place; inv[r] = 1 / sum */
-            float inv[MAXR];
-            for (int r = 0; r < R; r++) {
-                float *sc = scores + (size_t)r * S;
-                vf m = splat(-3.4028234663852886e38f);
-                int s = 0;
-                for (; s + 16 <= S; s += 16) m = vmax(m, load_f32(sc + s));
-                float mx = hmax(m);
-                for (; s < S; s++) mx = sc[s] > mx ? sc[s] : mx;
-                vf sum = (vf){0};
-                for (s = 0; s + 16 <= S; s += 16) {
-                    vf e = vexp(load_f32(sc + s) - mx);
-                    store_f32(sc + s, e);
-                    sum += e;
-                }
-                float tot = hsum(sum);
-                for (; s < S; s++) {
-                    vf e = vexp(splat(sc[s] - mx));
-                    sc[s] = e[0];
-                    tot += e[0];
-                }
-                inv[r] = 1.0f / tot;
-            }
+            float inv[MAXR]; /* softmax per row, in place */
+            for (int r = 0; r < R; r++) inv[r] = softmax_numerators(scores + (size_t)r * S, S);
             /* out (R, 64) = P V, summed in blocks of 4 x BLOCK keys */
             vf tot[MAXR][4], acc[MAXR][4];
             for (int r = 0; r < R; r++)
@@ -312,7 +314,6 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
                 const float *x = (const float *)qp;
                 q0 = load_f32(x), q1 = load_f32(x + 16), q2 = load_f32(x + 32), q3 = load_f32(x + 48);
             }
-            float mx = -3.4028234663852886e38f;
             for (int t = 0; t < n; t++) {
                 size_t at = ((size_t)t * N + (size_t)ancestry[(size_t)t * N + r]) * slot + (size_t)h * D;
                 vf k0, k1, k2, k3;
@@ -324,13 +325,8 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
                     k0 = load_f32(k), k1 = load_f32(k + 16), k2 = load_f32(k + 32), k3 = load_f32(k + 48);
                 }
                 p[t] = hsum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3);
-                mx = p[t] > mx ? p[t] : mx;
             }
-            float tot = 0.f;
-            for (int t = 0; t < n; t++) {
-                p[t] = vexp(splat(p[t] - mx))[0];
-                tot += p[t];
-            }
+            float inv = softmax_numerators(p, n);
             vf a0 = (vf){0}, a1 = (vf){0}, a2 = (vf){0}, a3 = (vf){0};
             for (int t = 0; t < n; t++) {
                 size_t at = ((size_t)t * N + (size_t)ancestry[(size_t)t * N + r]) * slot + (size_t)h * D;
@@ -343,7 +339,6 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
                     a0 += w * load_f32(v), a1 += w * load_f32(v + 16), a2 += w * load_f32(v + 32), a3 += w * load_f32(v + 48);
                 }
             }
-            float inv = 1.0f / tot;
             char *op = (char *)out + (size_t)rh * D * es;
             if (bf16) {
                 uint16_t *o = (uint16_t *)op;

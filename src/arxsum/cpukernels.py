@@ -123,6 +123,11 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
+def _within(index: torch.Tensor, size: int) -> bool:
+    low, high = torch.aminmax(index)
+    return int(low) >= 0 and int(high) < size
+
+
 def _check(ok: bool, what: str, *tensors: torch.Tensor) -> None:
     """The C code trusts its pointers: anything unexpected stops here, not in a segfault."""
     if not ok or any(t.device.type != "cpu" or t.dtype not in DTYPES for t in tensors):
@@ -194,8 +199,7 @@ class CpuKernels:
         _check(d == HEAD_DIM and cache_k.shape == cache_v.shape and cache_k.shape[1:] == (rows, h, d)
                and 0 < n <= cache_k.shape[0] and cache_k.is_contiguous() and cache_v.is_contiguous()
                and cache_k.dtype == cache_v.dtype == q.dtype and ancestry.dtype == torch.int64
-               and ancestry.is_contiguous() and ancestry.shape == (n, rows)
-               and int(ancestry.min()) >= 0 and int(ancestry.max()) < rows,
+               and ancestry.is_contiguous() and ancestry.shape == (n, rows) and _within(ancestry, rows),
                "self_attention", q, cache_k, cache_v)
         out = torch.empty_like(q)
         self.lib.self_attention(_ptr(q), _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), _ptr(out), rows, h, n,
