@@ -107,62 +107,39 @@ static float softmax_numerators(float *sc, int n) {
 
 /* ---- rows x tiled matrix: out[r][o] = sum_i x[r][i] * W[o][i] (+ bias[o]), x float32 ------------ */
 
-/* res: R x 64 float32 results of tile t (vf-aligned scratch, index in floats / 16 below) */
-static inline void tile_f32(const int R, const float *x, int in, const float *w, int t, vf *res_v) {
-    float *res = (float *)res_v;
-    vf tot[MAXR][4], acc[MAXR][4];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
-    const float *tile = w + (size_t)t * in * TILE;
-    for (int i0 = 0; i0 < in; i0 += BLOCK) {  /* blocked sums: error ~(BLOCK + in / BLOCK) ulp, not in */
-        int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};
-        for (int i = i0; i < i1; i++) {
-            const float *row = tile + (size_t)i * TILE;
-            vf w0 = load_f32(row), w1 = load_f32(row + 16), w2 = load_f32(row + 32), w3 = load_f32(row + 48);
-            for (int r = 0; r < R; r++) {
-                vf xb = splat(x[r * in + i]);
-                acc[r][0] += xb * w0;
-                acc[r][1] += xb * w1;
-                acc[r][2] += xb * w2;
-                acc[r][3] += xb * w3;
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];
+/* tile_f32 / tile_bf16 (W float32 / bfloat16): res (R x 64 float32) = the R rows of x against tile t,
+ * summed in blocks: error ~(BLOCK + in / BLOCK) ulp, not ~in. */
+#define TILE_FN(NAME, T, LOAD)                                                                      \
+    static inline void NAME(const int R, const float *x, int in, const T *w, int t, vf *res_v) {    \
+        float *res = (float *)res_v;                                                                \
+        vf tot[MAXR][4], acc[MAXR][4];                                                              \
+        for (int r = 0; r < R; r++)                                                                 \
+            for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};                                        \
+        const T *tile = w + (size_t)t * in * TILE;                                                  \
+        for (int i0 = 0; i0 < in; i0 += BLOCK) {                                                    \
+            int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;                                             \
+            for (int r = 0; r < R; r++)                                                             \
+                for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};                                    \
+            for (int i = i0; i < i1; i++) {                                                         \
+                const T *row = tile + (size_t)i * TILE;                                             \
+                vf w0 = LOAD(row), w1 = LOAD(row + 16), w2 = LOAD(row + 32), w3 = LOAD(row + 48);  \
+                for (int r = 0; r < R; r++) {                                                       \
+                    vf xb = splat(x[r * in + i]);                                                   \
+                    acc[r][0] += xb * w0;                                                           \
+                    acc[r][1] += xb * w1;                                                           \
+                    acc[r][2] += xb * w2;                                                           \
+                    acc[r][3] += xb * w3;                                                           \
+                }                                                                                   \
+            }                                                                                       \
+            for (int r = 0; r < R; r++)                                                             \
+                for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];                                 \
+        }                                                                                           \
+        for (int r = 0; r < R; r++)                                                                 \
+            for (int j = 0; j < 4; j++) *(vf_u *)(res + r * TILE + 16 * j) = tot[r][j];             \
     }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) *(vf_u *)(res + r * TILE + 16 * j) = tot[r][j];
-}
-
-static inline void tile_bf16(const int R, const float *x, int in, const uint16_t *w, int t, vf *res_v) {
-    float *res = (float *)res_v;
-    vf tot[MAXR][4], acc[MAXR][4];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
-    const uint16_t *tile = w + (size_t)t * in * TILE;
-    for (int i0 = 0; i0 < in; i0 += BLOCK) {  /* blocked sums: error ~(BLOCK + in / BLOCK) ulp, not in */
-        int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};
-        for (int i = i0; i < i1; i++) {
-            const uint16_t *row = tile + (size_t)i * TILE;
-            vf w0 = load_bf16(row), w1 = load_bf16(row + 16), w2 = load_bf16(row + 32), w3 = load_bf16(row + 48);
-            for (int r = 0; r < R; r++) {
-                vf xb = splat(x[r * in + i]);
-                acc[r][0] += xb * w0;
-                acc[r][1] += xb * w1;
-                acc[r][2] += xb * w2;
-                acc[r][3] += xb * w3;
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];
-    }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) *(vf_u *)(res + r * TILE + 16 * j) = tot[r][j];
-}
+TILE_FN(tile_f32, float, load_f32)
+TILE_FN(tile_bf16, uint16_t, load_bf16)
+#undef TILE_FN
 
 /* One tile for R rows, R a compile-time constant in each case so that the accumulators stay in
  * registers. bf16 != 0: w is uint16 bfloat16. */
@@ -176,7 +153,7 @@ static void tile_any(int R, int bf16, const float *x, int in, const void *w, int
 #undef CASE
 }
 
-static inline float elem(const void *p, size_t k, int bf16) {
+static inline float elem(const void *p, size_t k, int bf16) { /* p[k] as float32 */
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[k]) : ((const float *)p)[k];
 }
 
@@ -186,7 +163,7 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
                  void *out, int bf16) {
     float *xf = (float *)malloc(sizeof(float) * (size_t)R * in);
     for (size_t k = 0; k < (size_t)R * in; k++)
-        xf[k] = bf16 ? bf16_to_f32(((const uint16_t *)x)[k]) : ((const float *)x)[k];
+        xf[k] = elem(x, k, bf16);
     int tiles = (out_features + TILE - 1) / TILE;
 #pragma omp parallel
     {
@@ -198,9 +175,7 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
             int o0 = t * TILE, n = out_features - o0 < TILE ? out_features - o0 : TILE;
             for (int r = 0; r < R; r++) {
                 for (int j = 0; j < n; j++) {
-                    float b = 0.f;
-                    if (bias) b = bf16 ? bf16_to_f32(((const uint16_t *)bias)[o0 + j]) : ((const float *)bias)[o0 + j];
-                    float y = rf[r * TILE + j] + b;
+                    float y = rf[r * TILE + j] + (bias ? elem(bias, o0 + j, bf16) : 0.f);
                     size_t k = (size_t)r * out_features + o0 + j;
                     if (bf16) ((uint16_t *)out)[k] = f32_to_bf16(y);
                     else ((float *)out)[k] = y;
@@ -231,7 +206,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             int b = bh / H;
             const char *qp = (const char *)q + (size_t)bh * R * D * es;
             for (int k = 0; k < R * D; k++)
-                qf[k] = bf16 ? bf16_to_f32(((const uint16_t *)qp)[k]) : ((const float *)qp)[k];
+                qf[k] = elem(qp, k, bf16);
             const char *kp = (const char *)kt + (size_t)bh * tiles * TILE * D * es;
             /* scores (R, S) */
             for (int t = 0; t < tiles; t++) {
@@ -244,7 +219,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                 const char *mp = (const char *)mask + (size_t)b * S * es;
                 for (int r = 0; r < R; r++)
                     for (int s = 0; s < S; s++)
-                        scores[(size_t)r * S + s] += bf16 ? bf16_to_f32(((const uint16_t *)mp)[s]) : ((const float *)mp)[s];
+                        scores[(size_t)r * S + s] += elem(mp, s, bf16);
             }
             float inv[MAXR]; /* softmax per row, in place */
             for (int r = 0; r < R; r++) inv[r] = softmax_numerators(scores + (size_t)r * S, S);
