@@ -328,10 +328,11 @@ class DecoderLayer(nn.Module):
                 cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor) -> torch.Tensor:
         """x (N, L, D) at positions start..start+L-1 -> (N, L, D).
 
-        cross: keys transposed (B, H, hd, S) and values (B, H, S, hd), shared by the N / B rows of
-        each document;
+        cross: keys and values (see LSGBartForConditionalGeneration.cross_kv), shared by the N / B rows
+        of each document;
         cross_mask (B, 1, 1, S) additive; cache: self-attention keys and values (max_len, N, H, hd)
-        written at [start, start + L), or None to attend causally within x alone.
+        written at [start, start + L), or None to attend causally within x alone, or an AncestryCache
+        (one token per row); start: an int, or a 0-d tensor for the fixed shapes of CUDA graphs.
         """
         x = self.self_attn_layer_norm(x + self._self_attention(x, cache, start))
         x = self.encoder_attn_layer_norm(x + self._cross_attention(x, cross, cross_mask))
@@ -343,7 +344,9 @@ class DecoderLayer(nn.Module):
         q = attn.split_heads(attn.q_proj(x))
         k, v = attn.project_kv(x)
         length = x.shape[1]
-        if isinstance(cache, AncestryCache):  # CPU kernels, one token per row
+        if isinstance(cache, AncestryCache):  # CPU kernels
+            if length != 1:
+                raise ValueError("an AncestryCache takes one token per row and step")
             cache.keys[start] = k[:, :, 0]
             cache.values[start] = v[:, :, 0]
             ctx = self.kernels.self_attention(q[:, :, 0] * attn.head_dim ** -0.5, cache.keys, cache.values,
