@@ -98,6 +98,14 @@ def test_a_failing_compiler_means_torch_ops_not_an_error(fresh, monkeypatch):
     assert not list(fresh.rglob("*.so"))
 
 
+def test_a_damaged_library_in_the_cache_means_torch_ops(fresh, monkeypatch):
+    damaged = fresh / "cpukernels-0123456789abcdef.so"
+    damaged.write_bytes(b"not an ELF file")
+    monkeypatch.setattr(cpukernels, "_build", lambda: damaged)
+    assert cpukernels.load() is None
+    assert cpukernels.unavailable_reason().startswith(f"cannot load {damaged}")
+
+
 def test_built_once_then_loaded_from_the_cache(fresh, kernels):
     assert cpukernels.load() is not None
     built = list((fresh / "kernels").glob("cpukernels-*.so"))

@@ -39,8 +39,13 @@ def load() -> CpuKernels | None:
     """The kernels, compiled once per machine; None where they cannot run (see unavailable_reason)."""
     if "kernels" not in _state:
         try:
-            _state["kernels"], _state["reason"] = CpuKernels(ctypes.CDLL(str(_build()))), None
-            _state["kernels"].self_check()
+            path = _build()
+            try:
+                kernels = CpuKernels(ctypes.CDLL(str(path)))
+            except (OSError, AttributeError) as e:  # a damaged or foreign file where the library should be
+                raise _Unavailable(f"cannot load {path}: {e}") from None
+            kernels.self_check()
+            _state["kernels"], _state["reason"] = kernels, None
         except _Unavailable as e:
             _state["kernels"], _state["reason"] = None, str(e)
     return _state["kernels"]
