@@ -220,7 +220,7 @@ def resolve_auto_device(console: Console, quiet: bool) -> str:
     if torch.cuda.is_available():
         return "cuda:0"
     if not quiet:
-        console.print("arxsum: note: no CUDA device found; running on CPU (slow: minutes per paper)",
+        console.print("arxsum: note: no CUDA device found; running on CPU (~25 s or more a paper; a GPU takes ~1 s)",
                       markup=False, highlight=False, soft_wrap=True)
     return "cpu"
 

@@ -124,7 +124,7 @@ def run_ray(cfg: RunConfig, *, address: str | None, workers: int | None, model: 
                                       batch_size=cfg.batch_size)
                 if not plan.summarizer_gpus and device == "auto":
                     progress.note(f"note: the Ray cluster has no GPUs; summarizing on {plan.summarizers} "
-                                  f"CPU actor{'s' if plan.summarizers > 1 else ''} (slow: minutes per paper)")
+                                  f"CPU actor{'s' if plan.summarizers > 1 else ''} (slow: ~25 s or more a paper)")
                 rows = [{"index": i, "payload": _dump(_source_row(items[i]))} for i in todo]
                 dataset = build_pipeline(ray, rows, cfg, plan, model=model, dtype=dtype,
                                          stdin=stdin_bytes, arxiv=arxiv)
