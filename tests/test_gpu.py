@@ -35,15 +35,25 @@ def test_cuda_float32_equals_cpu(tiny):
         [s.token_ids for s in gpu.summarize_batch(TEXTS, opts)]
 
 
-def test_cuda_graphs_search_like_eager_cuda_steps(tiny, monkeypatch):
+@pytest.mark.parametrize("eos_bias", [0.0, 5.5])
+def test_cuda_graphs_search_like_eager_cuda_steps(tiny, monkeypatch, eos_bias):
+    """Also when documents finish apart (a raised EOS logit): the batch shrinks, graphs are captured again."""
     from arxsum import decoding
 
     gpu = Summarizer.from_pretrained(tiny, device="cuda", dtype="float32")
-    opts = GenerationOptions(num_beams=5, max_length=40, min_length=8)
-    graphed = gpu.summarize_batch(TEXTS, opts)
+    gpu.model.final_logits_bias[0, gpu.special.eos] += eos_bias
+    texts = TEXTS + ["graphs of kernels replay in one launch . " * 5]
+    opts = GenerationOptions(num_beams=5, max_length=40, min_length=2)
+    compacted = []
+    compact = decoding.GraphedDecoderState._compact
+    monkeypatch.setattr(decoding.GraphedDecoderState, "_compact",
+                        lambda self: (compacted.append(len(self.active)), compact(self)))
+    graphed = gpu.summarize_batch(texts, opts)
     monkeypatch.setattr(decoding, "graphed", lambda device: False)
-    eager = gpu.summarize_batch(TEXTS, opts)
+    eager = gpu.summarize_batch(texts, opts)
     assert [s.token_ids for s in graphed] == [s.token_ids for s in eager]
+    print("lengths", [len(s.token_ids) for s in eager], "compacted at", compacted)
+    assert bool(compacted) == (len({len(s.token_ids) for s in eager}) > 2)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])

@@ -250,11 +250,14 @@ def test_graphed_state_searches_like_the_eager_state(summarizer, monkeypatch, re
     bias[0, summarizer.special.eos] += eos_bias
     eager = summarizer.summarize_batch(SEARCH_TEXTS, options)
     kept: list[int] = []
-    keep = decoding.GraphedDecoderState.keep_documents
+    compacted: list[int] = []
+    keep, compact = decoding.GraphedDecoderState.keep_documents, decoding.GraphedDecoderState._compact
     monkeypatch.setattr(decoding, "graphed", lambda device: True)
     monkeypatch.setattr(decoding.GraphedDecoderState, "keep_documents",
                         lambda self, docs, rows: (kept.append(len(docs)), keep(self, docs, rows)))
+    monkeypatch.setattr(decoding.GraphedDecoderState, "_compact",
+                        lambda self: (compacted.append(len(self.active)), compact(self)))
     fixed = summarizer.summarize_batch(SEARCH_TEXTS, options)
     assert [s.token_ids for s in fixed] == [s.token_ids for s in eager]
-    if eos_bias and options.early_stopping:  # the path where finished documents leave the batch ran
-        assert kept and len({len(s.token_ids) for s in eager}) > 1
+    if eos_bias and options.early_stopping:  # finished documents left the batch, which then shrank
+        assert kept and compacted and len({len(s.token_ids) for s in eager}) > 1

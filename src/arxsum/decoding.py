@@ -195,7 +195,8 @@ class GraphedDecoderState(DecoderState):
 
     Fixed shapes: the caches are attended whole under a mask of the filled positions; the reorder
     runs inside the next step, from one cache buffer into the other (two graphs, one per parity);
-    finished documents are not dropped, their rows go on being computed and are never read. Each
+    finished documents go on being computed, unread, until half the rows or fewer still search: then
+    everything is compacted to the live rows and the graphs are captured again. Each
     step's body is a pure function of (source caches, reorder, tokens, position), so the warm-up run
     that capturing needs leaves nothing behind. On other devices the body runs eagerly, which is
     what the CPU tests compare with DecoderState.
@@ -214,6 +215,7 @@ class GraphedDecoderState(DecoderState):
         self.buffers = (self.caches, self.spare)
         self.identity = torch.arange(rows, device=device)
         self.active = self.identity  # the full-batch row of each row the search still sees
+        self.docs = torch.arange(input_ids.shape[0], device=device)  # and of each document
         self.order = self.identity.clone()  # the source row of every destination row, next step
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
         self.position = torch.zeros((), dtype=torch.long, device=device)
@@ -260,6 +262,26 @@ class GraphedDecoderState(DecoderState):
 
     def keep_documents(self, docs: torch.Tensor, rows: torch.Tensor) -> None:
         self.active = self.active.index_select(0, rows)
+        self.docs = self.docs.index_select(0, docs)
+        if 2 * len(self.active) <= len(self.identity):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Half the rows or fewer still search: go on at the smaller size, with the pending reorder
+        applied (new graphs are captured at the next steps; a capture costs about a step)."""
+        source = self.buffers[self.length % 2]
+        pending = self.order.index_select(0, self.active)  # each live row's source row
+        live = [(k.index_select(1, pending), v.index_select(1, pending)) for k, v in source]
+        spare = [(torch.zeros_like(k), torch.zeros_like(v)) for k, v in live]
+        self.buffers = (live, spare) if self.length % 2 == 0 else (spare, live)
+        self.caches, self.spare = self.buffers
+        self.cross = [(k.index_select(0, self.docs), v.index_select(0, self.docs)) for k, v in self.cross]
+        self.cross_mask = self.cross_mask.index_select(0, self.docs)
+        self.tokens = self.tokens.index_select(0, self.active)
+        self.identity = torch.arange(len(self.active), device=self.identity.device)
+        self.active, self.order = self.identity, self.identity.clone()
+        self.docs = torch.arange(len(self.docs), device=self.docs.device)
+        self.graphs, self.outputs = [None, None], [None, None]
 
 
 def new_state(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
