@@ -35,7 +35,7 @@ def test_cuda_float32_equals_cpu(tiny):
         [s.token_ids for s in gpu.summarize_batch(TEXTS, opts)]
 
 
-@pytest.mark.parametrize("eos_bias", [0.0, 5.5])
+@pytest.mark.parametrize("eos_bias", [0.0, 5.0])
 def test_cuda_graphs_search_like_eager_cuda_steps(tiny, monkeypatch, eos_bias):
     """Also when documents finish apart (a raised EOS logit): the batch shrinks, graphs are captured again."""
     from arxsum import decoding
@@ -52,8 +52,9 @@ def test_cuda_graphs_search_like_eager_cuda_steps(tiny, monkeypatch, eos_bias):
     monkeypatch.setattr(decoding, "graphed", lambda device: False)
     eager = gpu.summarize_batch(texts, opts)
     assert [s.token_ids for s in graphed] == [s.token_ids for s in eager]
-    print("lengths", [len(s.token_ids) for s in eager], "compacted at", compacted)
-    assert bool(compacted) == (len({len(s.token_ids) for s in eager}) > 2)
+    # with 5.0 the tiny model's float32 summaries end after 3, 5, 40 and 40 tokens (as on the CPU):
+    # two documents finish, the batch is compacted to the other two, the graphs captured again
+    assert bool(compacted) == (eos_bias > 0), ([len(s.token_ids) for s in eager], compacted)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
