@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import padded, peak_rss_mb  # noqa: E402  (a sibling file, in both venvs)
+from common import padded, peak_rss_mb, timed_tokenization  # noqa: E402  (a sibling file, in both venvs)
 
 ROOT = Path(__file__).resolve().parent.parent
 REF_SCRIPT = Path(__file__).resolve().parent / "ref_bench.py"
@@ -356,12 +356,8 @@ def arxsum_worker(spec: dict) -> dict:
     sync()
     load_s = time.perf_counter() - start
 
-    tokenize_s = input_tokens = None
-    if spec.get("text"):
-        text = Path(spec["text"]).read_text(encoding="utf-8")
-        start = time.perf_counter()
-        input_tokens = len(summarizer.encode(text).ids)  # truncated to the model's positions, as the CLI does
-        tokenize_s = time.perf_counter() - start
+    # truncated to the model's positions, as the CLI does
+    tokenize_s, input_tokens = timed_tokenization(spec, lambda text: len(summarizer.encode(text).ids))
 
     model, special = summarizer.model, summarizer.special
     ids, mask = padded(spec["inputs"], special.pad, torch)

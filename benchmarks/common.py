@@ -6,6 +6,7 @@ It imports neither arxsum nor transformers, so the reference side can load it as
 from __future__ import annotations
 
 import resource
+import time
 from pathlib import Path
 
 
@@ -30,3 +31,14 @@ def padded(inputs: list[list[int]], pad: int, torch):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
     return ids, mask
+
+
+def timed_tokenization(spec: dict, count_tokens) -> tuple[float | None, int | None]:
+    """Tokenize the spec's text file once with `count_tokens(text) -> int`, timed: (seconds, tokens),
+    or (None, None) when the row has no text."""
+    if not spec.get("text"):
+        return None, None
+    text = Path(spec["text"]).read_text(encoding="utf-8")
+    start = time.perf_counter()
+    tokens = count_tokens(text)
+    return time.perf_counter() - start, tokens

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import padded, peak_rss_mb  # noqa: E402  (a sibling file, in both venvs)
+from common import padded, peak_rss_mb, timed_tokenization  # noqa: E402  (a sibling file, in both venvs)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -86,14 +86,9 @@ def measure(spec: dict) -> dict:
     sync()
     load_s = time.perf_counter() - start
 
-    tokenize_s = input_tokens = None
-    if spec.get("text"):
-        text = Path(spec["text"]).read_text(encoding="utf-8")
-        start = time.perf_counter()
-        encoded = tokenizer(text, truncation=True, max_length=model.config.max_position_embeddings,
-                            return_tensors="pt")
-        tokenize_s = time.perf_counter() - start
-        input_tokens = int(encoded["input_ids"].shape[1])
+    tokenize_s, input_tokens = timed_tokenization(spec, lambda text: int(tokenizer(
+        text, truncation=True, max_length=model.config.max_position_embeddings, return_tensors="pt",
+    )["input_ids"].shape[1]))
 
     ids, mask = padded(spec["inputs"], model.config.pad_token_id, torch)
     ids, mask = ids.to(device), mask.to(device)
