@@ -425,13 +425,9 @@ def machine_info(device: str) -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from arxsum.cpukernels import cpuinfo
+
+    return cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def git_commit() -> str | None:

@@ -14,7 +14,7 @@ from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search
 from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
 from builders import random_state_dict, real_architecture_config
 
-CAN_BUILD = "avx512f" in cpukernels._cpu_flags().split() and bool(shutil.which("gcc") or shutil.which("cc"))
+CAN_BUILD = "avx512f" in cpukernels.cpuinfo("flags").split() and bool(shutil.which("gcc") or shutil.which("cc"))
 TOLERANCE = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.bfloat16: dict(atol=3e-2, rtol=2e-2)}
 
 

@@ -65,7 +65,7 @@ def _build() -> Path:
         raise _Unavailable("turned off by ARXSUM_CPU_KERNELS=0")
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         raise _Unavailable(f"built for Linux on x86-64, not {platform.system()} on {platform.machine()}")
-    cpu = _cpu_flags()
+    cpu = cpuinfo("flags")
     if "avx512f" not in cpu.split():
         raise _Unavailable("the CPU has no AVX-512")
     torch_lib = Path(torch.__file__).parent / "lib"
@@ -105,10 +105,11 @@ def _build() -> Path:
     return target
 
 
-def _cpu_flags() -> str:
+def cpuinfo(field: str) -> str:
+    """The first `field` line of /proc/cpuinfo ("flags", "model name"), or "" where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
