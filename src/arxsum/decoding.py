@@ -126,6 +126,8 @@ class DecoderState:
     and an ancestry table says where each row's history lies (model.AncestryCache); otherwise the
     caches are copied, in the new order, into a spare set of buffers."""
 
+    follows_ancestry = True  # where the model's kernels allow it
+
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
                  max_length: int):
         enc = model.encode(input_ids, attention_mask)
@@ -136,7 +138,7 @@ class DecoderState:
         rows = input_ids.shape[0] * num_beams
         self.caches = model.new_caches(rows, max_length)  # per layer: (max_len, N, H, hd)
         self.length = 0  # positions filled in the caches
-        if all(layer.kernels is not None for layer in model.model.decoder.layers):
+        if self.follows_ancestry and all(layer.kernels is not None for layer in model.model.decoder.layers):
             self.ancestry = torch.empty(max_length, rows, dtype=torch.long, device=input_ids.device)
             self.spare = None
         else:
@@ -202,13 +204,13 @@ class GraphedDecoderState(DecoderState):
     what the CPU tests compare with DecoderState.
     """
 
+    follows_ancestry = False  # the reorder is a copy inside the graph
+
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
                  max_length: int):
         super().__init__(model, input_ids, attention_mask, num_beams, max_length)
         device = input_ids.device
         rows = input_ids.shape[0] * num_beams
-        if self.spare is None:  # a model with CPU kernels: its ancestry tables are not for graphs
-            self.ancestry, self.spare = None, model.new_caches(rows, max_length)
         for k, v in self.caches + self.spare:  # masked positions are read: they must be finite
             k.zero_()
             v.zero_()
