@@ -35,8 +35,6 @@ def build(device: torch.device, dtype: torch.dtype) -> LSGBartForConditionalGene
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.fill_(1.0)
-            elif name.endswith("bias"):
-                p.normal_(0, 0.1)
             else:
                 p.normal_(0, 0.1)
     model = model.to(device=device, dtype=dtype).eval()
