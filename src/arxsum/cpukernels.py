@@ -213,7 +213,7 @@ class CpuKernels:
         return out
 
     def self_check(self) -> None:
-        """Both kernels against torch on small random inputs: a miscompiled library is not used."""
+        """The three kernels against torch on small random inputs: a miscompiled library is not used."""
         gen = torch.Generator().manual_seed(0)
         x, w, bias = (torch.randn(shape, generator=gen) for shape in [(5, 96), (70, 96), (70,)])
         q, k, v = (torch.randn(shape, generator=gen) for shape in [(1, 2, 3, 64), (1, 2, 100, 64), (1, 2, 100, 64)])
@@ -221,6 +221,15 @@ class CpuKernels:
         mask[0, 90:] = torch.finfo(torch.float32).min
         want = torch.softmax(q @ k.transpose(-1, -2) + mask[:, None, None], -1) @ v
         got = self.cross_attention(q, tile(k), v, mask)
+        # self-attention: 3 rows, 7 positions of history, each row's history spread over the slots
+        cache_k, cache_v = (torch.randn(9, 3, 2, 64, generator=gen) for _ in range(2))
+        ancestry = torch.randint(0, 3, (7, 3), generator=gen)
+        rows_q = q[0].transpose(0, 1)  # (3, 2, 64)
+        positions = torch.arange(7)[:, None]
+        hist_k, hist_v = cache_k[positions, ancestry], cache_v[positions, ancestry]  # (7, 3, 2, 64)
+        self_want = torch.einsum("rhp,prhd->rhd", torch.softmax(torch.einsum("rhd,prhd->rhp", rows_q, hist_k), -1),
+                                 hist_v)
+        self_got = self.self_attention(rows_q, cache_k, cache_v, ancestry)
         if not (torch.allclose(self.linear(x, tile(w), bias, 70), F.linear(x, w, bias), atol=1e-4)
-                and torch.allclose(got, want, atol=1e-5)):
+                and torch.allclose(got, want, atol=1e-5) and torch.allclose(self_got, self_want, atol=1e-5)):
             raise _Unavailable("the compiled kernels disagree with torch (self-check)")
