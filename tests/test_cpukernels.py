@@ -72,6 +72,23 @@ def test_cross_attention_equals_torch(kernels, dtype, batch, rows, keys, padded)
     assert got.dtype == dtype and got.shape == q.shape
     torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows,heads,positions", [(5, 12, 300), (1, 1, 1), (3, 7, 20), (10, 13, 9)])
+def test_self_attention_follows_each_rows_history(kernels, dtype, rows, heads, positions):
+    """Heads are taken in groups of 6 per task: 7 and 13 heads leave a group of one."""
+    gen = torch.Generator().manual_seed(rows * heads + positions)
+    q = (torch.randn(rows, heads, 64, generator=gen) * 0.125).to(dtype)
+    cache_k, cache_v = (torch.randn(positions + 2, rows, heads, 64, generator=gen).to(dtype) for _ in range(2))
+    ancestry = torch.randint(0, rows, (positions, rows), generator=gen)
+    at = torch.arange(positions)[:, None]
+    hist_k, hist_v = cache_k[at, ancestry].double(), cache_v[at, ancestry].double()  # (n, rows, H, 64)
+    scores = torch.einsum("rhd,prhd->rhp", q.double(), hist_k)
+    want = torch.einsum("rhp,prhd->rhd", torch.softmax(scores, -1), hist_v)
+    got = kernels.self_attention(q, cache_k, cache_v, ancestry)
+    assert got.dtype == dtype and got.shape == q.shape
+    torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
+
+
 
 def test_unexpected_inputs_are_refused_not_crashed(kernels):
     x, w = torch.randn(5, 64), torch.randn(70, 64)
