@@ -90,6 +90,28 @@ def test_self_attention_follows_each_rows_history(kernels, dtype, rows, heads, p
 
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,heads,globals_,blocks,block", [(1, 12, 64, 8, 256), (2, 3, 3, 5, 4), (1, 2, 0, 3, 8),
+                                                                (2, 1, 5, 4, 20), (1, 1, 1, 1, 7)])
+def test_local_attention_equals_the_windows_of_the_reference(kernels, dtype, batch, heads, globals_, blocks, block):
+    """The encoder's blocks against the torch path (model.LSGSelfAttention.local_attention) in
+    float64: the window of globals and neighbour blocks, padding masked, odd sizes padded inside."""
+    from arxsum.model import LSGSelfAttention
+
+    gen = torch.Generator().manual_seed(blocks * block + heads)
+    s = globals_ + blocks * block
+    q, k, v = (torch.randn(batch, s, heads * 64, generator=gen).to(dtype) for _ in range(3))
+    mask = torch.zeros(batch, s)
+    mask[-1, s - block - 2:] = torch.finfo(torch.float32).min  # the last document ends in padding
+    attention = LSGSelfAttention(heads * 64, heads, block, globals_)
+    qh, kh, vh = (attention.split_heads(t.double()) for t in (q, k, v))
+    want = attention.merge_heads(attention.local_attention(qh[:, :, globals_:], kh, vh,
+                                                           mask.double()[:, None, None, :]))
+    got = kernels.local_attention(q, k, v, mask, globals_, block)
+    assert got.dtype == dtype and got.shape == q.shape
+    torch.testing.assert_close(got[:, globals_:].double(), want, **TOLERANCE[dtype])
+
+
 def test_unexpected_inputs_are_refused_not_crashed(kernels):
     x, w = torch.randn(5, 64), torch.randn(70, 64)
     with pytest.raises(ValueError, match="linear"):
@@ -159,6 +181,7 @@ def test_model_with_kernels_equals_model_without(kernels, real_shaped):
         model.use_kernels(kernels)
         try:
             assert model.model.decoder.layers[0].kernels is kernels  # 64-wide heads: cross-attention too
+            assert model.model.encoder.layers[0].self_attn.kernels is kernels  # 1500 tokens: 6 blocks
             fast_logits = model(ids, mask, dec)
             fast_tokens = beam_search(model, ids, mask, options, special)
         finally:
@@ -204,3 +227,4 @@ def test_moving_or_casting_the_model_drops_the_kernels(kernels, real_shaped):
     assert model.kernels is None and model.model.decoder.layers[1].fc1.kernels is None
     assert model.model.decoder.layers[1].fc1.tiled is None and model._lm_head_tiled is None
     assert model.model.decoder.layers[1].kernels is None
+    assert model.model.encoder.layers[0].self_attn.kernels is None

@@ -344,3 +344,228 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
         free(p);
     }
 }
+
+/* ---- the encoder's LSG block-local attention ------------------------------------------------------
+ * q, k, v, out: (B, S, H * 64) row-major, as the projections write them; S = G + nb * bs: G global
+ * tokens, then nb blocks of bs tokens. Block i's queries see the G globals and blocks i-1, i, i+1
+ * (missing neighbours of the first and last blocks are skipped: the reference gives them a finfo.min
+ * mask, which makes their weight exactly 0). mask (B, S) float32, additive. Rows G.. of out are
+ * written; the global rows are left to the caller. One task per (document, head, block): its keys
+ * and values are packed once into the thread's buffers, then its queries go in chunks of QCHUNK.
+ *
+ * Products: bf16 with AVX512-BF16 uses vdpbf16ps on pairs (float32 sums; the probabilities are
+ * rounded to bf16 before the values' product, as torch's flash attention does); otherwise float32
+ * FMAs (bf16 inputs widened). Scores, softmax and sums are float32.
+ */
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#define HAVE_DP 1
+#else
+#define HAVE_DP 0
+#endif
+#define QCHUNK 64
+#define KGROUPS 4 /* 16-key groups per score micro-tile: the window is padded to a multiple of 64 */
+#define MR 6      /* query rows per micro-tile */
+
+typedef struct {
+    int D, H, wp;        /* row width (H * 64), heads, padded window */
+    const float *maskw;  /* (wp) the window's mask, -inf on padding */
+    float scale;
+} window_t;
+
+/* float32 mode: kf (wp/16, 64, 16) keys; qf (rows, 64); scores (rows, wp) */
+static inline __attribute__((always_inline)) void qk_f32(const int R, const float *qf, const float *kf,
+                                                         const window_t *w, float *sc, int j0) {
+    vf acc[MR][KGROUPS];
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < KGROUPS; j++) acc[m][j] = (vf){0};
+    for (int d = 0; d < HEAD_DIM; d++) {
+        vf b[KGROUPS];
+        for (int j = 0; j < KGROUPS; j++) b[j] = load_f32(kf + ((size_t)(j0 + j) * HEAD_DIM + d) * 16);
+        for (int m = 0; m < R; m++) {
+            vf a = splat(qf[m * HEAD_DIM + d]);
+            for (int j = 0; j < KGROUPS; j++) acc[m][j] += a * b[j];
+        }
+    }
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < KGROUPS; j++)
+            store_f32(sc + (size_t)m * w->wp + (j0 + j) * 16, acc[m][j] * w->scale + load_f32(w->maskw + (j0 + j) * 16));
+}
+
+/* float32 mode: vf32 (wp, 64) values; p (rows, wp) probabilities -> acc (rows, 64) */
+static inline __attribute__((always_inline)) void pv_f32(const int R, const float *p, const float *vv,
+                                                         int wp, vf acc[][4]) {
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < 4; j++) acc[m][j] = (vf){0};
+    for (int s = 0; s < wp; s++) {
+        const float *row = vv + (size_t)s * HEAD_DIM;
+        vf v0 = load_f32(row), v1 = load_f32(row + 16), v2 = load_f32(row + 32), v3 = load_f32(row + 48);
+        for (int m = 0; m < R; m++) {
+            vf a = splat(p[(size_t)m * wp + s]);
+            acc[m][0] += a * v0, acc[m][1] += a * v1, acc[m][2] += a * v2, acc[m][3] += a * v3;
+        }
+    }
+}
+
+#if HAVE_DP
+/* bf16 pairs: kp (wp/16, 32, 16) uint32 = keys' (d, d+1) pairs; q32 rows of (32) pairs, D/2 apart */
+static inline __attribute__((always_inline)) void qk_dp(const int R, const uint32_t *q32, const uint32_t *kp,
+                                                        const window_t *w, float *sc, int j0) {
+    __m512 acc[MR][KGROUPS];
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < KGROUPS; j++) acc[m][j] = _mm512_setzero_ps();
+    for (int p = 0; p < HEAD_DIM / 2; p++) {
+        __m512bh b[KGROUPS];
+        for (int j = 0; j < KGROUPS; j++)
+            b[j] = (__m512bh)_mm512_loadu_si512(kp + ((size_t)(j0 + j) * (HEAD_DIM / 2) + p) * 16);
+        for (int m = 0; m < R; m++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)q32[(size_t)m * (w->D / 2) + p]);
+            for (int j = 0; j < KGROUPS; j++) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], a, b[j]);
+        }
+    }
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < KGROUPS; j++)
+            store_f32(sc + (size_t)m * w->wp + (j0 + j) * 16,
+                      (vf)acc[m][j] * w->scale + load_f32(w->maskw + (j0 + j) * 16));
+}
+
+/* bf16 pairs: vp (wp/2, 64) uint32 = (key s, key s+1) pairs per dim; p32: row m's probability pairs
+ * (wp/2 of them) start at p32 + m * wp (the rows of the float32 scores they were converted in) */
+static inline __attribute__((always_inline)) void pv_dp(const int R, const uint32_t *p32, const uint32_t *vp,
+                                                        int wp, vf acc[][4]) {
+    __m512 a4[MR][4];
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < 4; j++) a4[m][j] = _mm512_setzero_ps();
+    for (int s = 0; s < wp / 2; s++) {
+        __m512bh b[4];
+        for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(vp + (size_t)s * HEAD_DIM + 16 * j);
+        for (int m = 0; m < R; m++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)p32[(size_t)m * wp + s]);
+            for (int j = 0; j < 4; j++) a4[m][j] = _mm512_dpbf16_ps(a4[m][j], a, b[j]);
+        }
+    }
+    for (int m = 0; m < R; m++)
+        for (int j = 0; j < 4; j++) acc[m][j] = (vf)a4[m][j];
+}
+#endif
+
+#define ROWS_SWITCH(R, CALL) \
+    switch (R) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
+                 case 4: CALL(4); break; case 5: CALL(5); break; default: CALL(6); break; }
+
+void local_attention(const void *q, const void *k, const void *v, const float *mask, void *out,
+                     int B, int H, int G, int nb, int bs, float scale, int bf16) {
+    const int D = H * HEAD_DIM, S = G + nb * bs, wmax = G + 3 * bs;
+    const int wpmax = (wmax + 16 * KGROUPS - 1) / (16 * KGROUPS) * (16 * KGROUPS);
+    const int dp = HAVE_DP && bf16;
+#pragma omp parallel
+    {
+        /* keys and values packed (float32 mode needs twice the bytes of the pairs' layout) */
+        float *kbuf = (float *)aligned_alloc(64, sizeof(float) * (size_t)wpmax * HEAD_DIM);
+        float *vbuf = (float *)aligned_alloc(64, sizeof(float) * (size_t)wpmax * HEAD_DIM);
+        float *sc = (float *)aligned_alloc(64, sizeof(float) * (size_t)QCHUNK * wpmax);
+        float *maskw = (float *)aligned_alloc(64, sizeof(float) * (size_t)wpmax);
+        float *qf = (float *)aligned_alloc(64, sizeof(float) * (size_t)QCHUNK * HEAD_DIM);
+        int *rowid = (int *)malloc(sizeof(int) * (size_t)wpmax);
+#pragma omp for schedule(dynamic)
+        for (int task = 0; task < B * H * nb; task++) {
+            const int b = task / (H * nb), h = (task / nb) % H, blk = task % nb;
+            /* the window: globals, then the blocks that exist */
+            int n = 0;
+            for (int s = 0; s < G; s++) rowid[n++] = s;
+            for (int nbk = blk - 1; nbk <= blk + 1; nbk++)
+                if (nbk >= 0 && nbk < nb)
+                    for (int s = 0; s < bs; s++) rowid[n++] = G + nbk * bs + s;
+            const int wp = (n + 16 * KGROUPS - 1) / (16 * KGROUPS) * (16 * KGROUPS);
+            const size_t doc = (size_t)b * S;
+            for (int s = 0; s < wp; s++)
+                maskw[s] = s < n ? mask[doc + rowid[s]] : -__builtin_inff();
+            const window_t win = {D, H, wp, maskw, scale};
+            /* pack keys and values */
+            if (dp) {
+                uint32_t *kp = (uint32_t *)kbuf, *vp = (uint32_t *)vbuf;
+                const uint32_t *k32 = (const uint32_t *)k;
+                const uint16_t *v16 = (const uint16_t *)v;
+                uint16_t *vp16 = (uint16_t *)vp;
+                for (int s = 0; s < wp; s++) {
+                    const size_t row = (doc + (s < n ? rowid[s] : 0)) * D + (size_t)h * HEAD_DIM;
+                    for (int p = 0; p < HEAD_DIM / 2; p++)
+                        kp[((size_t)(s / 16) * (HEAD_DIM / 2) + p) * 16 + s % 16] = s < n ? k32[row / 2 + p] : 0;
+                    for (int d = 0; d < HEAD_DIM; d++)
+                        vp16[((size_t)(s / 2) * HEAD_DIM + d) * 2 + s % 2] = s < n ? v16[row + d] : 0;
+                }
+            } else {
+                for (int s = 0; s < wp; s++) {
+                    const size_t row = (doc + (s < n ? rowid[s] : 0)) * D + (size_t)h * HEAD_DIM;
+                    for (int d = 0; d < HEAD_DIM; d++) {
+                        float kx = s < n ? elem(k, row + d, bf16) : 0.f, vx = s < n ? elem(v, row + d, bf16) : 0.f;
+                        kbuf[((size_t)(s / 16) * HEAD_DIM + d) * 16 + s % 16] = kx;
+                        vbuf[(size_t)s * HEAD_DIM + d] = vx;
+                    }
+                }
+            }
+            /* the block's queries, a chunk at a time */
+            for (int c0 = 0; c0 < bs; c0 += QCHUNK) {
+                const int rows = bs - c0 < QCHUNK ? bs - c0 : QCHUNK;
+                const size_t qrow0 = doc + G + (size_t)blk * bs + c0;
+                if (!dp)
+                    for (int m = 0; m < rows; m++)
+                        for (int d = 0; d < HEAD_DIM; d++)
+                            qf[m * HEAD_DIM + d] = elem(q, (qrow0 + m) * D + (size_t)h * HEAD_DIM + d, bf16);
+                for (int m0 = 0; m0 < rows; m0 += MR) {
+                    const int R = rows - m0 < MR ? rows - m0 : MR;
+                    for (int j0 = 0; j0 < wp / 16; j0 += KGROUPS) {
+                        float *scm = sc + (size_t)m0 * wp;
+#if HAVE_DP
+                        if (dp) {
+                            const uint32_t *q32 = (const uint32_t *)q + ((qrow0 + m0) * D + (size_t)h * HEAD_DIM) / 2;
+#define CALL(r) qk_dp(r, q32, (const uint32_t *)kbuf, &win, scm, j0)
+                            ROWS_SWITCH(R, CALL)
+#undef CALL
+                            continue;
+                        }
+#endif
+#define CALL(r) qk_f32(r, qf + m0 * HEAD_DIM, kbuf, &win, scm, j0)
+                        ROWS_SWITCH(R, CALL)
+#undef CALL
+                    }
+                }
+                float inv[QCHUNK];
+                for (int m = 0; m < rows; m++) {
+                    float *row = sc + (size_t)m * wp;
+                    inv[m] = softmax_numerators(row, wp);
+                    if (dp) { /* probabilities as bf16, in place at the row's start */
+                        uint16_t *p16 = (uint16_t *)row;
+                        for (int s = 0; s < wp; s++) p16[s] = f32_to_bf16(row[s]);
+                    }
+                }
+                for (int m0 = 0; m0 < rows; m0 += MR) {
+                    const int R = rows - m0 < MR ? rows - m0 : MR;
+                    vf acc[MR][4];
+#if HAVE_DP
+                    if (dp) {
+                        const uint32_t *p32 = (const uint32_t *)(sc + (size_t)m0 * wp);
+#define CALL(r) pv_dp(r, p32, (const uint32_t *)vbuf, wp, acc)
+                        ROWS_SWITCH(R, CALL)
+#undef CALL
+                    } else
+#endif
+                    {
+#define CALL(r) pv_f32(r, sc + (size_t)m0 * wp, vbuf, wp, acc)
+                        ROWS_SWITCH(R, CALL)
+#undef CALL
+                    }
+                    for (int m = 0; m < R; m++) {
+                        const size_t o = (qrow0 + m0 + m) * D + (size_t)h * HEAD_DIM;
+                        for (int j = 0; j < 4; j++) {
+                            vf y = acc[m][j] * inv[m0 + m];
+                            if (bf16) store_bf16((uint16_t *)out + o + 16 * j, y);
+                            else store_f32((float *)out + o + 16 * j, y);
+                        }
+                    }
+                }
+            }
+        }
+        free(kbuf), free(vbuf), free(sc), free(maskw), free(qf), free(rowid);
+    }
+}

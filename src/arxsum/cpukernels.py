@@ -154,6 +154,8 @@ class CpuKernels:
         lib.cross_attention.restype = None
         lib.self_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4
         lib.self_attention.restype = None
+        lib.local_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int]
+        lib.local_attention.restype = None
 
     def __deepcopy__(self, memo):  # a loaded library: shared, never copied
         return self
@@ -210,6 +212,23 @@ class CpuKernels:
         out = torch.empty_like(q)
         self.lib.self_attention(_ptr(q), _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), _ptr(out), rows, h, n,
                                 DTYPES[q.dtype])
+        return out
+
+    def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                        num_global: int, block_size: int) -> torch.Tensor:
+        """The encoder's block-local attention. q, k, v (B, S, H * 64) as projected, S = num_global +
+        a multiple of block_size; mask (B, S) float32 additive -> (B, S, H * 64): each block's queries
+        against the globals and the neighbouring blocks, scaled by 1/8; rows [:num_global] are left
+        uninitialised for the caller (the globals attend to everything)."""
+        q, k, v, mask = q.contiguous(), k.contiguous(), v.contiguous(), mask.contiguous()
+        b, s, width = q.shape
+        nb = (s - num_global) // block_size
+        _check(width % HEAD_DIM == 0 and k.shape == v.shape == q.shape and k.dtype == v.dtype == q.dtype
+               and mask.shape == (b, s) and mask.dtype == torch.float32 and 0 <= num_global < s
+               and block_size > 0 and nb * block_size == s - num_global, "local_attention", q, k, v, mask)
+        out = torch.empty_like(q)
+        self.lib.local_attention(_ptr(q), _ptr(k), _ptr(v), _ptr(mask), _ptr(out), b, width // HEAD_DIM,
+                                 num_global, nb, block_size, HEAD_DIM ** -0.5, DTYPES[q.dtype])
         return out
 
     def self_check(self) -> None:

@@ -185,12 +185,15 @@ class LSGSelfAttention(Attention):
         super().__init__(d_model, num_heads)
         self.block_size = block_size
         self.num_global = num_global_tokens
+        self.kernels = None  # set by LSGBartForConditionalGeneration.use_kernels
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """x (B, G+T, D), key_mask (B, 1, 1, G+T) additive -> (B, G+T, D)"""
+        g, t = self.num_global, x.shape[1] - self.num_global
+        if self.kernels is not None and t > 2 * self.block_size and t % self.block_size == 0:
+            return self.out_proj(self._kernel_attention(x, key_mask))
         q = self.split_heads(self.q_proj(x))
         k, v = self.project_kv(x)
-        g, t = self.num_global, x.shape[1] - self.num_global
         if t <= 2 * self.block_size:  # the local window covers everything: plain full attention
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         else:
@@ -198,6 +201,19 @@ class LSGSelfAttention(Attention):
             ctx_local = self.local_attention(q[:, :, g:], k, v, key_mask)
             ctx = torch.cat([ctx_global, ctx_local], dim=2)
         return self.out_proj(self.merge_heads(ctx))
+
+    def _kernel_attention(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """What forward computes before out_proj, with the blocks done by the CPU kernel: it reads the
+        projections in their (B, S, D) layout and writes the context in it, so neither the 3x-expanded
+        key/value windows nor the heads' transposes are materialised. The globals still use SDPA."""
+        g = self.num_global
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        ctx = self.kernels.local_attention(q, k, v, key_mask.reshape(x.shape[0], -1).float(), g,
+                                           self.block_size)
+        if g:
+            heads = [self.split_heads(t) for t in (q[:, :g], k, v)]
+            ctx[:, :g] = self.merge_heads(F.scaled_dot_product_attention(*heads, attn_mask=key_mask))
+        return ctx
 
     def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         key_mask: torch.Tensor) -> torch.Tensor:
@@ -451,9 +467,12 @@ class LSGBartForConditionalGeneration(nn.Module):
     def use_kernels(self, kernels) -> None:
         """Route the decoding step's few-row products through `kernels` (cpukernels.CpuKernels), or
         back to torch with None: the decoder's projections and feed-forward, its self- and
-        cross-attention (64-wide heads) and the LM head. They keep copies of those weights in their own
+        cross-attention (64-wide heads) and the LM head; and the encoder's block-local attention. They keep copies of those weights in their own
         layout (+0.35 GB in float32): call this once the model has its device and dtype."""
         self.kernels = kernels
+        for layer in self.model.encoder.layers:
+            heads_fit = kernels is not None and layer.self_attn.head_dim == kernels.head_dim
+            layer.self_attn.kernels = kernels if heads_fit else None
         for layer in self.model.decoder.layers:
             heads_fit = kernels is not None and layer.encoder_attn.head_dim == kernels.head_dim
             layer.kernels = kernels if heads_fit else None
