@@ -21,6 +21,7 @@ import torch
 
 from arxsum.decoding import new_state
 from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
+from arxsum.summarizer import use_cpu_fast_paths
 
 REAL = dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
             decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=16384,
@@ -38,11 +39,8 @@ def build(device: torch.device, dtype: torch.dtype) -> LSGBartForConditionalGene
             else:
                 p.normal_(0, 0.1)
     model = model.to(device=device, dtype=dtype).eval()
-    if device.type == "cpu":  # as Summarizer.from_pretrained does (ARXSUM_CPU_KERNELS=0 turns them off)
-        from arxsum import cpukernels
-
-        if (kernels := cpukernels.load()) is not None:
-            model.use_kernels(kernels)
+    if device.type == "cpu":  # as Summarizer.from_pretrained does (ARXSUM_CPU_KERNELS=0 turns the kernels off)
+        use_cpu_fast_paths(model)
     return model
 
 

@@ -14,7 +14,7 @@ import torch
 from arxsum import GenerationOptions, Summarizer
 from arxsum.errors import ModelLoadError, OptionsError
 from arxsum.loading import load_model, resolve
-from arxsum.model import LSGBartConfig
+from arxsum.model import LSGBartConfig, PackedWeight
 from builders import build_tiny_checkpoint, random_state_dict, tiny_config, train_tokenizer, write_checkpoint
 
 CPU = torch.device("cpu")
@@ -261,3 +261,54 @@ def test_graphed_state_searches_like_the_eager_state(summarizer, monkeypatch, re
     assert [s.token_ids for s in fixed] == [s.token_ids for s in eager]
     if eos_bias and options.early_stopping:  # finished documents left the batch, which then shrank
         assert kept and compacted and len({len(s.token_ids) for s in eager}) > 1
+
+
+def test_packed_linear_is_f_linear_and_its_fused_gelu_no_less_accurate():
+    """oneDNN-packed bfloat16 weights: the product bit for bit F.linear's; with the GELU fused (applied
+    to the float32 sums before rounding) within bfloat16's rounding of the float64 truth, and no
+    farther from it on average than rounding, then GELU, then rounding again."""
+    from arxsum.model import Linear
+
+    linear = Linear(96, 200).to(torch.bfloat16)
+    x = torch.randn(3, 70, 96, dtype=torch.bfloat16)
+    if not PackedWeight.supported(torch.bfloat16):  # this CPU's oneDNN has no bfloat16: nothing to pack
+        assert linear.packed is None
+        return
+    plain, plain_gelu = linear(x), linear(x, "gelu")
+    linear.packed = PackedWeight(linear.weight)
+    assert torch.equal(linear(x), plain)
+    assert torch.equal(linear(x[:, ::2]), linear.forward(x[:, ::2].contiguous()))  # strided input
+    truth = torch.nn.functional.gelu(torch.nn.functional.linear(x.double(), linear.weight.double(),
+                                                                linear.bias.double()))
+    fused = linear(x, "gelu")
+    torch.testing.assert_close(fused.double(), truth, atol=2e-2, rtol=1e-2)
+    assert (fused.double() - truth).abs().mean() <= (plain_gelu.double() - truth).abs().mean()
+    assert torch.equal(linear(x, "relu"), torch.relu(plain))  # other activations after the product
+
+
+def test_packed_weights_only_for_bfloat16_and_dropped_on_cast(tiny):
+    import copy
+
+    model = load_model(tiny, torch.device("cpu"), torch.float32)
+    assert model.use_packed_weights() is False and model.model.encoder.layers[0].fc1.packed is None
+    model = model.to(torch.bfloat16)
+    if not PackedWeight.supported(torch.bfloat16):
+        assert model.use_packed_weights() is False
+        return
+    ids = random_ids(2, 100, model.config.vocab_size)
+    mask = torch.ones_like(ids)
+    mask[1, 60:] = 0
+    with torch.inference_mode():
+        plain = model(ids, mask)
+        assert model.use_packed_weights() is True
+        assert model.model.decoder.layers[0].encoder_attn.k_proj.packed is not None
+        packed = model(ids, mask)
+        copied = copy.deepcopy(model)  # oneDNN tensors cannot be copied: the copy packs its own
+        assert copied.model.encoder.layers[1].fc2.packed.source is copied.model.encoder.layers[1].fc2.weight
+        assert torch.equal(copied(ids, mask), packed)
+        exact = copy.deepcopy(model).double()(ids, mask)
+    # the fused GELU changes bfloat16's rounding, not its size: as close to float64 as before
+    plain_error, packed_error = ((t.double() - exact).abs().mean() for t in (plain, packed))
+    assert packed_error <= 1.1 * plain_error
+    model.float()
+    assert all(linear.packed is None for linear in model._many_row_linears())

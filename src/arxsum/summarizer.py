@@ -49,6 +49,18 @@ def input_token_limit(max_input_tokens: int | None, max_positions: int) -> int:
     return max_input_tokens
 
 
+def use_cpu_fast_paths(model) -> None:
+    """A model on CPU, in its final dtype: oneDNN-packed weights for the encoder's products (bfloat16)
+    and the CPU kernels (cpukernels: compiled on first use; ARXSUM_CPU_KERNELS=0 turns them off).
+    Each is skipped where it cannot run; the results do not depend on them beyond rounding."""
+    from arxsum import cpukernels
+
+    model.use_packed_weights()
+    kernels = cpukernels.load()
+    if kernels is not None:
+        model.use_kernels(kernels)
+
+
 def pick_device(device: str) -> torch.device:
     """auto -> cuda:0 when present, else cpu; anything else as torch names it (cpu, cuda, cuda:1)."""
     if device == "auto":
@@ -99,11 +111,7 @@ class Summarizer:
         directory = resolve(str(name_or_path))
         model = load_model(directory, dev, dt)
         if dev.type == "cpu":
-            from arxsum import cpukernels
-
-            kernels = cpukernels.load()
-            if kernels is not None:
-                model.use_kernels(kernels)
+            use_cpu_fast_paths(model)
         tokenizer = load_tokenizer(directory)
         if len(tokenizer) > model.config.vocab_size:
             raise ModelLoadError(f"the tokenizer has {len(tokenizer)} tokens but the model only "
