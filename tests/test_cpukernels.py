@@ -94,8 +94,9 @@ def test_self_attention_follows_each_rows_history(kernels, dtype, rows, heads, p
 @pytest.mark.parametrize("batch,heads,globals_,blocks,block", [(1, 12, 64, 8, 256), (2, 3, 3, 5, 4), (1, 2, 0, 3, 8),
                                                                 (2, 1, 5, 4, 20), (1, 1, 1, 1, 7)])
 def test_local_attention_equals_the_windows_of_the_reference(kernels, dtype, batch, heads, globals_, blocks, block):
-    """The encoder's blocks against the torch path (model.LSGSelfAttention.local_attention) in
-    float64: the window of globals and neighbour blocks, padding masked, odd sizes padded inside."""
+    """The encoder's attention against the torch path (model.LSGSelfAttention) in float64: globals
+    against everything, blocks against the globals and their neighbours, padding masked, odd sizes
+    padded inside the kernel."""
     from arxsum.model import LSGSelfAttention
 
     gen = torch.Generator().manual_seed(blocks * block + heads)
@@ -105,11 +106,13 @@ def test_local_attention_equals_the_windows_of_the_reference(kernels, dtype, bat
     mask[-1, s - block - 2:] = torch.finfo(torch.float32).min  # the last document ends in padding
     attention = LSGSelfAttention(heads * 64, heads, block, globals_)
     qh, kh, vh = (attention.split_heads(t.double()) for t in (q, k, v))
-    want = attention.merge_heads(attention.local_attention(qh[:, :, globals_:], kh, vh,
-                                                           mask.double()[:, None, None, :]))
+    key_mask = mask.double()[:, None, None, :]
+    want_local = attention.local_attention(qh[:, :, globals_:], kh, vh, key_mask)
+    want_global = F.scaled_dot_product_attention(qh[:, :, :globals_], kh, vh, attn_mask=key_mask)
+    want = attention.merge_heads(torch.cat([want_global, want_local], dim=2))
     got = kernels.local_attention(q, k, v, mask, globals_, block)
     assert got.dtype == dtype and got.shape == q.shape
-    torch.testing.assert_close(got[:, globals_:].double(), want, **TOLERANCE[dtype])
+    torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
 
 
 def test_unexpected_inputs_are_refused_not_crashed(kernels):

@@ -349,8 +349,8 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
  * q, k, v, out: (B, S, H * 64) row-major, as the projections write them; S = G + nb * bs: G global
  * tokens, then nb blocks of bs tokens. Block i's queries see the G globals and blocks i-1, i, i+1
  * (missing neighbours of the first and last blocks are skipped: the reference gives them a finfo.min
- * mask, which makes their weight exactly 0). mask (B, S) float32, additive. Rows G.. of out are
- * written; the global rows are left to the caller. One task per (document, head, block): its keys
+ * mask, which makes their weight exactly 0); the globals see all S tokens. mask (B, S) float32,
+ * additive. One task per (document, head, block) and per (document, head) for the globals: its keys
  * and values are packed once into the thread's buffers, then its queries go in chunks of QCHUNK.
  *
  * Products: bf16 with AVX512-BF16 uses vdpbf16ps on pairs (float32 sums; the probabilities are
@@ -455,9 +455,11 @@ static inline __attribute__((always_inline)) void pv_dp(const int R, const uint3
 
 void local_attention(const void *q, const void *k, const void *v, const float *mask, void *out,
                      int B, int H, int G, int nb, int bs, float scale, int bf16) {
-    const int D = H * HEAD_DIM, S = G + nb * bs, wmax = G + 3 * bs;
+    const int D = H * HEAD_DIM, S = G + nb * bs;
+    const int wmax = G > 0 ? S : 3 * bs; /* a global's window is everything */
     const int wpmax = (wmax + 16 * KGROUPS - 1) / (16 * KGROUPS) * (16 * KGROUPS);
     const int dp = HAVE_DP && bf16;
+    const int global_tasks = G > 0 ? B * H : 0; /* first: the largest, for the dynamic schedule */
 #pragma omp parallel
     {
         /* keys and values packed (float32 mode needs twice the bytes of the pairs' layout) */
@@ -468,14 +470,19 @@ void local_attention(const void *q, const void *k, const void *v, const float *m
         float *qf = (float *)aligned_alloc(64, sizeof(float) * (size_t)QCHUNK * HEAD_DIM);
         int *rowid = (int *)malloc(sizeof(int) * (size_t)wpmax);
 #pragma omp for schedule(dynamic)
-        for (int task = 0; task < B * H * nb; task++) {
-            const int b = task / (H * nb), h = (task / nb) % H, blk = task % nb;
-            /* the window: globals, then the blocks that exist */
-            int n = 0;
-            for (int s = 0; s < G; s++) rowid[n++] = s;
-            for (int nbk = blk - 1; nbk <= blk + 1; nbk++)
-                if (nbk >= 0 && nbk < nb)
-                    for (int s = 0; s < bs; s++) rowid[n++] = G + nbk * bs + s;
+        for (int task = 0; task < global_tasks + B * H * nb; task++) {
+            int b, h, n = 0, first, queries; /* the task's query rows: first .. first + queries */
+            if (task < global_tasks) { /* the G globals of a (document, head) against all S keys */
+                b = task / H, h = task % H, first = 0, queries = G;
+                for (int s = 0; s < S; s++) rowid[n++] = s;
+            } else { /* a block's queries against the globals and the blocks that exist around it */
+                const int t = task - global_tasks, blk = t % nb;
+                b = t / (H * nb), h = (t / nb) % H, first = G + blk * bs, queries = bs;
+                for (int s = 0; s < G; s++) rowid[n++] = s;
+                for (int nbk = blk - 1; nbk <= blk + 1; nbk++)
+                    if (nbk >= 0 && nbk < nb)
+                        for (int s = 0; s < bs; s++) rowid[n++] = G + nbk * bs + s;
+            }
             const int wp = (n + 16 * KGROUPS - 1) / (16 * KGROUPS) * (16 * KGROUPS);
             const size_t doc = (size_t)b * S;
             for (int s = 0; s < wp; s++)
@@ -505,9 +512,9 @@ void local_attention(const void *q, const void *k, const void *v, const float *m
                 }
             }
             /* the block's queries, a chunk at a time */
-            for (int c0 = 0; c0 < bs; c0 += QCHUNK) {
-                const int rows = bs - c0 < QCHUNK ? bs - c0 : QCHUNK;
-                const size_t qrow0 = doc + G + (size_t)blk * bs + c0;
+            for (int c0 = 0; c0 < queries; c0 += QCHUNK) {
+                const int rows = queries - c0 < QCHUNK ? queries - c0 : QCHUNK;
+                const size_t qrow0 = doc + first + c0;
                 if (!dp)
                     for (int m = 0; m < rows; m++)
                         for (int d = 0; d < HEAD_DIM; d++)

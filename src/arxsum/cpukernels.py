@@ -216,10 +216,10 @@ class CpuKernels:
 
     def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                         num_global: int, block_size: int) -> torch.Tensor:
-        """The encoder's block-local attention. q, k, v (B, S, H * 64) as projected, S = num_global +
-        a multiple of block_size; mask (B, S) float32 additive -> (B, S, H * 64): each block's queries
-        against the globals and the neighbouring blocks, scaled by 1/8; rows [:num_global] are left
-        uninitialised for the caller (the globals attend to everything)."""
+        """The encoder's LSG attention. q, k, v (B, S, H * 64) as projected, S = num_global + a multiple
+        of block_size; mask (B, S) float32 additive -> the context (B, S, H * 64), scaled by 1/8: the
+        globals against all S tokens, each block's queries against the globals and the neighbouring
+        blocks."""
         q, k, v, mask = q.contiguous(), k.contiguous(), v.contiguous(), mask.contiguous()
         b, s, width = q.shape
         nb = (s - num_global) // block_size

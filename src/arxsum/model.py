@@ -236,17 +236,12 @@ class LSGSelfAttention(Attention):
         return self.out_proj(self.merge_heads(ctx))
 
     def _kernel_attention(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """What forward computes before out_proj, with the blocks done by the CPU kernel: it reads the
-        projections in their (B, S, D) layout and writes the context in it, so neither the 3x-expanded
-        key/value windows nor the heads' transposes are materialised. The globals still use SDPA."""
-        g = self.num_global
+        """What forward computes before out_proj, by the CPU kernel: it reads the projections in their
+        (B, S, D) layout and writes the context in it, so neither the 3x-expanded key/value windows
+        nor the heads' transposes are materialised."""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        ctx = self.kernels.local_attention(q, k, v, key_mask.reshape(x.shape[0], -1).float(), g,
-                                           self.block_size)
-        if g:
-            heads = [self.split_heads(t) for t in (q[:, :g], k, v)]
-            ctx[:, :g] = self.merge_heads(F.scaled_dot_product_attention(*heads, attn_mask=key_mask))
-        return ctx
+        return self.kernels.local_attention(q, k, v, key_mask.reshape(x.shape[0], -1).float(),
+                                            self.num_global, self.block_size)
 
     def local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         key_mask: torch.Tensor) -> torch.Tensor:
