@@ -80,15 +80,16 @@ class Case:
     tokens: int
     batch: int
     steps: int
+    ending: str = ""  # "" (every summary `steps` long) or how summaries may end early (--eos-bias)
 
     @property
     def name(self) -> str:
-        return f"{self.dtype} {self.batch}x{self.tokens} {self.steps} steps"
+        return f"{self.dtype} {self.batch}x{self.tokens} {self.steps} steps" + (f" {self.ending}" if self.ending else "")
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple:
         """What pairs a bf16 row with its float32 row for the precision check."""
-        return self.tokens, self.batch, self.steps
+        return self.tokens, self.batch, self.steps, self.ending
 
 
 # ---- the plan ----------------------------------------------------------------------------------
@@ -97,16 +98,19 @@ def plan(settings: dict) -> list[Case]:
     """CPU: each dtype at `tokens` for every step count, a `short_tokens` row and a batch row.
     CUDA: each dtype at `tokens` for every GPU batch size (papers per second)."""
     longest = max(settings["steps"])
+    ending = ""
+    if settings["eos_bias"]:
+        ending = f"eos+{settings['eos_bias']:g}" + ("" if settings["compaction"] else " no compaction")
     cases = []
     for dtype in settings["dtypes"]:
         if settings["device"] == "cuda":
-            cases += [Case(dtype, settings["tokens"], b, longest) for b in settings["gpu_batches"]]
+            cases += [Case(dtype, settings["tokens"], b, longest, ending) for b in settings["gpu_batches"]]
             continue
-        cases += [Case(dtype, settings["tokens"], 1, steps) for steps in settings["steps"]]
+        cases += [Case(dtype, settings["tokens"], 1, steps, ending) for steps in settings["steps"]]
         if settings["short_tokens"]:
-            cases.append(Case(dtype, settings["short_tokens"], 1, longest))
+            cases.append(Case(dtype, settings["short_tokens"], 1, longest, ending))
         if settings["batch"] > 1:
-            cases.append(Case(dtype, settings["tokens"], settings["batch"], longest))
+            cases.append(Case(dtype, settings["tokens"], settings["batch"], longest, ending))
     if settings["only"]:
         cases = [c for c in cases if any(part in c.name for part in settings["only"])]
     return cases
@@ -211,7 +215,8 @@ def measure_case(case: Case, checkpoint: Path, config: dict, settings: dict, tex
     """Each side `runs` times, alternating; the median of every figure. A failed side is recorded."""
     spec = {"checkpoint": str(checkpoint), "inputs": make_inputs(case, config), "steps": case.steps,
             "dtype": case.dtype, "device": settings["device"], "text": str(text) if text else None,
-            "threads": settings["threads"], **GENERATION}
+            "threads": settings["threads"], "eos_bias": settings["eos_bias"], "compaction": settings["compaction"],
+            **GENERATION}
     sides = [s for s in SIDES if s == "arxsum" or settings["ref_python"]]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     errors: dict[str, str] = {}
@@ -348,7 +353,7 @@ def arxsum_worker(spec: dict) -> dict:
     start = time.perf_counter()  # load = our imports (torch's is common to both sides) + tokenizer + weights
     from transformers import AutoTokenizer  # noqa: F401  (what load_tokenizer imports: timed as an import)
 
-    from arxsum.decoding import GenerationOptions, beam_search
+    from arxsum.decoding import GenerationOptions, GraphedDecoderState, beam_search
     from arxsum.summarizer import Summarizer
 
     import_s = time.perf_counter() - start
@@ -362,8 +367,12 @@ def arxsum_worker(spec: dict) -> dict:
     model, special = summarizer.model, summarizer.special
     ids, mask = padded(spec["inputs"], special.pad, torch)
     ids, mask = ids.to(device), mask.to(device)
+    if spec["eos_bias"]:  # summaries may end early, each document at its own step
+        model.final_logits_bias[0, special.eos] += spec["eos_bias"]
+    if not spec["compaction"]:  # a CUDA batch keeps computing its finished documents to the end
+        GraphedDecoderState.compact_at = 0.0
     options = GenerationOptions(num_beams=spec["num_beams"], length_penalty=spec["length_penalty"],
-                                min_length=spec["steps"], max_length=spec["steps"])
+                                min_length=1 if spec["eos_bias"] else spec["steps"], max_length=spec["steps"])
     encoder_s = time_encoder(model, sync)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -381,11 +390,12 @@ def arxsum_worker(spec: dict) -> dict:
         "input_tokens": input_tokens,
         "encoder_s": sum(encoder_s),
         "generate_s": generate_s,
-        # after the encoder: cross-attention keys/values, then steps - 1 decoder steps (the start token is given)
-        "decode_step_s": (generate_s - sum(encoder_s)) / max(spec["steps"] - 1, 1),
+        # after the encoder: cross-attention keys/values, then one decoder step per token after the start token
+        "decode_step_s": (generate_s - sum(encoder_s)) / max(max(map(len, tokens)) - 1, 1),
         "peak_rss_mb": peak_rss_mb(),
         "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "tokens": tokens,
+        "mean_length": sum(map(len, tokens)) / len(tokens),
         "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__},
     }
@@ -527,6 +537,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ref-python", help="the reference venv's python (the seed pipeline side)")
     p.add_argument("--no-ref", action="store_true", help="arxsum only")
     p.add_argument("--with-ref", action="store_true", help="--device cuda: run the seed side too")
+    p.add_argument("--eos-bias", type=float, default=0.0,
+                   help="raise the EOS logit by this much and let summaries end early (min length 1): the "
+                        "documents of a batch finish apart, as real ones do; 0 (default): all `steps` long")
+    p.add_argument("--no-compaction", action="store_true",
+                   help="with --eos-bias on CUDA: never compact the batch to its live rows (for comparison)")
     p.add_argument("--runs", type=int, default=1, help="runs per side and row; the median is reported")
     p.add_argument("--threads", type=int, help="torch threads on both sides (default: torch's)")
     p.add_argument("--only", nargs="+", help="rows whose name contains any of these strings")
@@ -566,7 +581,8 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         raise BenchError(f"--paper {paper}: no such file")
     return {**pick, "dtypes": dtypes, "device": args.device, "ref_python": ref_python, "runs": args.runs,
             "threads": args.threads, "only": args.only, "paper": None if paper == "none" else paper,
-            "tiny": args.tiny, "generation": GENERATION}
+            "tiny": args.tiny, "generation": GENERATION, "eos_bias": args.eos_bias,
+            "compaction": not args.no_compaction}
 
 
 def bench(settings: dict, cache_dir: Path, out: Path) -> dict:

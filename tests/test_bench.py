@@ -88,13 +88,15 @@ def test_side_by_side_with_the_seed_pipeline(tmp_path, cache_dir):
 
 def test_plan_rows():
     settings = {"dtypes": ["float32", "bfloat16"], "device": "cpu", "tokens": 16384, "short_tokens": 4096,
-                "steps": [64, 320], "batch": 4, "gpu_batches": [8], "only": None}
+                "steps": [64, 320], "batch": 4, "gpu_batches": [8], "only": None, "eos_bias": 0.0, "compaction": True}
     names = [c.name for c in bench.plan(settings)]
     assert names[:4] == ["float32 1x16384 64 steps", "float32 1x16384 320 steps", "float32 1x4096 320 steps",
                          "float32 4x16384 320 steps"]
     assert len(names) == 8
     gpu = bench.plan(dict(settings, device="cuda", gpu_batches=[8, 16], only=["bfloat16"]))
     assert [c.name for c in gpu] == ["bfloat16 8x16384 320 steps", "bfloat16 16x16384 320 steps"]
+    ending = bench.plan(dict(settings, device="cuda", only=["bfloat16"], eos_bias=8.5, compaction=False))
+    assert [c.name for c in ending] == ["bfloat16 8x16384 320 steps eos+8.5 no compaction"]
 
 
 def test_precision_counts_papers_equal_to_float32():

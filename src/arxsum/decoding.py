@@ -205,6 +205,7 @@ class GraphedDecoderState(DecoderState):
     """
 
     follows_ancestry = False  # the reorder is a copy inside the graph
+    compact_at = 0.5  # compact when this fraction of the rows or fewer still search (0: never)
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
                  max_length: int):
@@ -265,7 +266,7 @@ class GraphedDecoderState(DecoderState):
     def keep_documents(self, docs: torch.Tensor, rows: torch.Tensor) -> None:
         self.active = self.active.index_select(0, rows)
         self.docs = self.docs.index_select(0, docs)
-        if 2 * len(self.active) <= len(self.identity):
+        if len(self.active) <= self.compact_at * len(self.identity):
             self._compact()
 
     def _compact(self) -> None:
