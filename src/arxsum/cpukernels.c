@@ -13,6 +13,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#define HAVE_DP 1
+#else
+#define HAVE_DP 0
+#endif
+
+/* Whether bf16 products use AVX512-BF16 pairs (vdpbf16ps): then bf16 cross-attention keys come in
+ * pair tiles (see cross_attention). */
+int has_dp(void) { return HAVE_DP; }
 
 #define TILE 64
 #define MAXR 8
@@ -193,10 +203,68 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
     free(xf);
 }
 
+#if HAVE_DP
+/* bf16 with AVX512-BF16: res (R x 64 float32) = R query rows (32 (d, d+1) pairs each, as uint32,
+ * rows HEAD_DIM/2 apart) against one pair tile of keys: (32 pairs, 64 keys, 2), as uint32 (32, 64). */
+static inline __attribute__((always_inline)) void tile_pairs_n(const int R, const uint32_t *q32,
+                                                               const uint32_t *kp, vf *res) {
+    __m512 acc[MAXR][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+    for (int p = 0; p < HEAD_DIM / 2; p++) {
+        __m512bh b[4];
+        for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(kp + (size_t)p * TILE + 16 * j);
+        for (int r = 0; r < R; r++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)q32[(size_t)r * (HEAD_DIM / 2) + p]);
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) res[r * 4 + j] = (vf)acc[r][j];
+}
+static void tile_pairs(int R, const uint32_t *q32, const uint32_t *kp, vf *res) {
+#define CASE(n) case n: tile_pairs_n(n, q32, kp, res); break;
+    switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
+#undef CASE
+}
+#endif
+
+#if HAVE_DP
+/* tot (R, 64) += P V over S2 key pairs: p32 rows of S2 (key 2s, key 2s+1) bf16 pairs; vp (S2, 64)
+ * pairs (V[2s][d], V[2s+1][d]). Summed in blocks of 2 x BLOCK pairs. */
+static inline __attribute__((always_inline)) void pv_pairs_n(const int R, const uint32_t *p32, int S2,
+                                                             const uint32_t *vp, vf tot[][4]) {
+    for (int s0 = 0; s0 < S2; s0 += 2 * BLOCK) {
+        const int s1 = s0 + 2 * BLOCK < S2 ? s0 + 2 * BLOCK : S2;
+        __m512 acc[MAXR][4];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+        for (int s = s0; s < s1; s++) {
+            __m512bh b[4];
+            for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(vp + (size_t)s * HEAD_DIM + 16 * j);
+            for (int r = 0; r < R; r++) {
+                __m512bh a = (__m512bh)_mm512_set1_epi32((int)p32[(size_t)r * S2 + s]);
+                for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) tot[r][j] += (vf)acc[r][j];
+    }
+}
+static void pv_pairs(int R, const uint32_t *p32, int S2, const uint32_t *vp, vf tot[][4]) {
+#define CASE(n) case n: pv_pairs_n(n, p32, S2, vp, tot); break;
+    switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
+#undef CASE
+}
+#endif
+
 /* ---- cross-attention of a decoding step ------------------------------------------------------------
  * For each document b and head h: softmax(q K^T + mask) V over S keys, R query rows (the beams).
  * q (B, H, R, 64) already scaled; kt: per (b, h), ceil(S / 64) tiles of (64, 64) (the keys' tiled
- * layout, I = head_dim); v (B, H, S, 64); mask (B, S) additive or NULL; out (B, H, R, 64).
+ * layout, I = head_dim), or for bf16 with HAVE_DP pair tiles (32, 64, 2): [p][j][e] = key j's
+ * element 2p + e, which vdpbf16ps reads as they lie; v (B, H, S, 64), or for bf16 with HAVE_DP pairs
+ * (B, H, ceil(S / 2), 64, 2): [s, d, e] = V[2s + e][d] (zero past S), the probabilities then being
+ * rounded to bf16 as torch's flash attention does; mask (B, S) additive or NULL; out (B, H, R, 64).
  * bf16: q, kt, v, mask, out bfloat16; scores, softmax and sums in float32.
  */
 void cross_attention(const void *q, const void *kt, const void *v, const void *mask, void *out,
@@ -206,6 +274,8 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
 #pragma omp parallel
     {
         float *scores = (float *)malloc(sizeof(float) * (size_t)R * tiles * TILE);
+        float *mf = (float *)malloc(sizeof(float) * (size_t)tiles * TILE); /* the document's mask, float32 */
+        uint16_t *pb = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)R * (S + 1)); /* bf16 probabilities */
         vf res[MAXR * TILE / 16];
         float qf[MAXR * HEAD_DIM];
 #pragma omp for schedule(static)
@@ -214,19 +284,27 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             const char *qp = (const char *)q + (size_t)bh * R * D * es;
             for (int k = 0; k < R * D; k++)
                 qf[k] = elem(qp, k, bf16);
+            const char *mp = mask ? (const char *)mask + (size_t)b * S * es : NULL;
+            int s = 0;
+            for (; mp && s + 16 <= S; s += 16)
+                store_f32(mf + s, bf16 ? load_bf16((const uint16_t *)mp + s) : load_f32((const float *)mp + s));
+            for (; s < S; s++) mf[s] = mp ? elem(mp, s, bf16) : 0.f;
             const char *kp = (const char *)kt + (size_t)bh * tiles * TILE * D * es;
-            /* scores (R, S) */
+            /* scores (R, S) = q K^T + mask */
             for (int t = 0; t < tiles; t++) {
+#if HAVE_DP
+                if (bf16) tile_pairs(R, (const uint32_t *)qp, (const uint32_t *)kp + (size_t)t * TILE * D / 2, res);
+                else
+#endif
                 tile_any(R, bf16, qf, D, kp, t, res);
                 const float *rf = (const float *)res;
                 int s0 = t * TILE, n = S - s0 < TILE ? S - s0 : TILE;
-                for (int r = 0; r < R; r++) memcpy(scores + (size_t)r * S + s0, rf + r * TILE, n * sizeof(float));
-            }
-            if (mask) {
-                const char *mp = (const char *)mask + (size_t)b * S * es;
-                for (int r = 0; r < R; r++)
-                    for (int s = 0; s < S; s++)
-                        scores[(size_t)r * S + s] += elem(mp, s, bf16);
+                for (int r = 0; r < R; r++) {
+                    float *dst = scores + (size_t)r * S + s0;
+                    int j = 0;
+                    for (; j + 16 <= n; j += 16) store_f32(dst + j, load_f32(rf + r * TILE + j) + load_f32(mf + s0 + j));
+                    for (; j < n; j++) dst[j] = rf[r * TILE + j] + mf[s0 + j];
+                }
             }
             float inv[MAXR]; /* softmax per row, in place */
             for (int r = 0; r < R; r++) inv[r] = softmax_numerators(scores + (size_t)r * S, S);
@@ -234,6 +312,21 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             vf tot[MAXR][4], acc[MAXR][4];
             for (int r = 0; r < R; r++)
                 for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
+#if HAVE_DP
+            if (bf16) { /* the probabilities rounded to bf16 pairs, against the values' pair layout */
+                const int S2 = (S + 1) / 2;
+                for (int r = 0; r < R; r++) {
+                    uint16_t *row = pb + (size_t)r * S2 * 2;
+                    const float *sr = scores + (size_t)r * S;
+                    int j = 0;
+                    for (; j + 16 <= S; j += 16) store_bf16(row + j, load_f32(sr + j));
+                    for (; j < S; j++) row[j] = f32_to_bf16(sr[j]);
+                    if (S % 2) row[S] = 0;
+                }
+                pv_pairs(R, (const uint32_t *)pb, S2, (const uint32_t *)v + (size_t)bh * S2 * D, tot);
+            } else
+#endif
+            {
             const char *vp = (const char *)v + (size_t)bh * S * D * es;
             for (int s0 = 0; s0 < S; s0 += 4 * BLOCK) {
                 int s1 = s0 + 4 * BLOCK < S ? s0 + 4 * BLOCK : S;
@@ -259,6 +352,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                 for (int r = 0; r < R; r++)
                     for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];
             }
+            }
             char *op = (char *)out + (size_t)bh * R * D * es;
             for (int r = 0; r < R; r++)
                 for (int j = 0; j < 4; j++) {
@@ -267,7 +361,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                     else store_f32((float *)op + r * D + 16 * j, y);
                 }
         }
-        free(scores);
+        free(scores), free(mf), free(pb);
     }
 }
 
@@ -357,12 +451,6 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
  * rounded to bf16 before the values' product, as torch's flash attention does); otherwise float32
  * FMAs (bf16 inputs widened). Scores, softmax and sums are float32.
  */
-#if defined(__AVX512BF16__)
-#include <immintrin.h>
-#define HAVE_DP 1
-#else
-#define HAVE_DP 0
-#endif
 #define QCHUNK 64
 #define KGROUPS 4 /* 16-key groups per score micro-tile: the window is padded to a multiple of 64 */
 #define MR 6      /* query rows per micro-tile */

@@ -156,6 +156,28 @@ class CpuKernels:
         lib.self_attention.restype = None
         lib.local_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int]
         lib.local_attention.restype = None
+        lib.has_dp.restype = ctypes.c_int
+        self.pairs = bool(lib.has_dp())  # bf16 keys in pair tiles, for AVX512-BF16
+
+    def tile_keys(self, k: torch.Tensor) -> torch.Tensor:
+        """Cross-attention keys (B, H, S, 64) -> what cross_attention reads: tile(k), or for bfloat16
+        where the library uses AVX512-BF16 pair tiles: per 64 keys (32, 64, 2), [p, j, e] = key j's
+        element 2p + e (viewed with tile()'s shape)."""
+        if not (self.pairs and k.dtype == torch.bfloat16):
+            return tile(k)
+        b, h, s, d = k.shape
+        k = F.pad(k, (0, 0, 0, -s % TILE))
+        pairs = k.view(b, h, -1, TILE, d // 2, 2).permute(0, 1, 2, 4, 3, 5).contiguous()
+        return pairs.view(b, h, -1, d, TILE)
+
+    def tile_values(self, v: torch.Tensor) -> torch.Tensor:
+        """Cross-attention values (B, H, S, 64) -> what cross_attention reads: v, or for bfloat16 where
+        the library uses AVX512-BF16, pairs of keys (B, H, ceil(S / 2), 64, 2), [s, d, e] = v[2s + e, d]."""
+        if not (self.pairs and v.dtype == torch.bfloat16):
+            return v.contiguous()
+        b, h, s, d = v.shape
+        v = F.pad(v, (0, 0, 0, s % 2))
+        return v.view(b, h, -1, 2, d).transpose(-1, -2).contiguous()
 
     def __deepcopy__(self, memo):  # a loaded library: shared, never copied
         return self
@@ -178,11 +200,15 @@ class CpuKernels:
 
     def cross_attention(self, q: torch.Tensor, k_tiled: torch.Tensor, v: torch.Tensor,
                         mask: torch.Tensor | None) -> torch.Tensor:
-        """q (B, H, R, 64), scaled; keys tile(K) (B, H, ceil(S / 64), 64, 64); v (B, H, S, 64); mask
-        (B, S) additive or None -> softmax(q K^T + mask) V, (B, H, R, 64)."""
+        """q (B, H, R, 64), scaled; keys tile_keys(K) (B, H, ceil(S / 64), 64, 64); values
+        tile_values(V) ((B, H, S, 64), or in pairs (B, H, ceil(S / 2), 64, 2), which need the mask);
+        mask (B, S) additive or None -> softmax(q K^T + mask) V, (B, H, R, 64)."""
         b, h, rows, d = q.shape
-        s = v.shape[2]
-        _check(d == HEAD_DIM and k_tiled.shape == (b, h, -(-s // TILE), d, TILE) and v.shape == (b, h, s, d)
+        pairs = v.dim() == 5
+        s = mask.shape[-1] if pairs and mask is not None else v.shape[2]
+        _check(d == HEAD_DIM and k_tiled.shape == (b, h, -(-s // TILE), d, TILE)
+               and v.shape == ((b, h, -(-s // 2), d, 2) if pairs else (b, h, s, d))
+               and (not pairs or (self.pairs and q.dtype == torch.bfloat16 and mask is not None))
                and k_tiled.is_contiguous() and v.is_contiguous() and k_tiled.dtype == v.dtype == q.dtype
                and (mask is None or (mask.shape == (b, s) and mask.dtype == q.dtype and mask.is_contiguous())),
                "cross_attention", q, k_tiled, v)
@@ -232,7 +258,7 @@ class CpuKernels:
         return out
 
     def self_check(self) -> None:
-        """The three kernels against torch on small random inputs: a miscompiled library is not used."""
+        """The kernels against torch on small random inputs: a miscompiled library is not used."""
         gen = torch.Generator().manual_seed(0)
         x, w, bias = (torch.randn(shape, generator=gen) for shape in [(5, 96), (70, 96), (70,)])
         q, k, v = (torch.randn(shape, generator=gen) for shape in [(1, 2, 3, 64), (1, 2, 100, 64), (1, 2, 100, 64)])
@@ -240,6 +266,8 @@ class CpuKernels:
         mask[0, 90:] = torch.finfo(torch.float32).min
         want = torch.softmax(q @ k.transpose(-1, -2) + mask[:, None, None], -1) @ v
         got = self.cross_attention(q, tile(k), v, mask)
+        bf16 = [t.bfloat16() for t in (q, k, v, mask)]
+        got_bf16 = self.cross_attention(bf16[0], self.tile_keys(bf16[1]), self.tile_values(bf16[2]), bf16[3])
         # self-attention: 3 rows, 7 positions of history, each row's history spread over the slots
         cache_k, cache_v = (torch.randn(9, 3, 2, 64, generator=gen) for _ in range(2))
         ancestry = torch.randint(0, 3, (7, 3), generator=gen)
@@ -249,6 +277,14 @@ class CpuKernels:
         self_want = torch.einsum("rhp,prhd->rhd", torch.softmax(torch.einsum("rhd,prhd->rhp", rows_q, hist_k), -1),
                                  hist_v)
         self_got = self.self_attention(rows_q, cache_k, cache_v, ancestry)
+        # encoder attention: 2 globals and 3 blocks of 4, as a dense mask of who sees whom
+        g, bs, s = 2, 4, 14
+        lq, lk, lv = (torch.randn(1, s, 64, generator=gen) for _ in range(3))
+        block = (torch.arange(s) - g).div(bs, rounding_mode="floor")
+        sees = ((block[:, None] - block[None, :]).abs() <= 1) | (block[:, None] < 0) | (block[None, :] < 0)
+        dense = torch.softmax((lq @ lk.transpose(-1, -2)) / 8 + torch.where(sees, 0.0, float("-inf")), -1) @ lv
+        local_got = self.local_attention(lq, lk, lv, torch.zeros(1, s), g, bs)
         if not (torch.allclose(self.linear(x, tile(w), bias, 70), F.linear(x, w, bias), atol=1e-4)
-                and torch.allclose(got, want, atol=1e-5) and torch.allclose(self_got, self_want, atol=1e-5)):
+                and torch.allclose(got, want, atol=1e-5) and torch.allclose(got_bf16.float(), want, atol=5e-2)
+                and torch.allclose(self_got, self_want, atol=1e-5) and torch.allclose(local_got, dense, atol=1e-5)):
             raise _Unavailable("the compiled kernels disagree with torch (self-check)")

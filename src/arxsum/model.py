@@ -432,7 +432,7 @@ class DecoderLayer(nn.Module):
         keys into hundreds of tiny GEMMs). With kernels: K in their tiled layout, one fused call."""
         attn = self.encoder_attn
         n, length, _ = x.shape
-        keys, v = cross  # torch: (B, H, hd, S); kernels: (B, H, ceil(S / 64), hd, 64). v (B, H, S, hd)
+        keys, v = cross  # torch: (B, H, hd, S), v (B, H, S, hd); kernels: their layouts
         b = v.shape[0]
         q = attn.split_heads(attn.q_proj(x)) * attn.head_dim ** -0.5  # (N, H, L, hd)
         q = q.view(b, n // b, attn.num_heads, length, attn.head_dim).transpose(1, 2)
@@ -558,13 +558,15 @@ class LSGBartForConditionalGeneration(nn.Module):
 
     def cross_kv(self, encoder_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(B, S, D) -> per decoder layer, cross-attention keys and values, computed once per document
-        and read at every step: keys transposed (B, H, hd, S), or in the kernels' tiled layout; values
-        (B, H, S, hd) contiguous."""
+        and read at every step: keys transposed (B, H, hd, S) and values (B, H, S, hd), or both in the
+        kernels' layouts (CpuKernels.tile_keys, tile_values)."""
         out = []
         for layer in self.model.decoder.layers:
             k, v = layer.encoder_attn.project_kv(encoder_hidden)
-            keys = layer.kernels.tile(k) if layer.kernels is not None else k.transpose(-1, -2).contiguous()
-            out.append((keys, v.contiguous()))
+            if layer.kernels is not None:
+                out.append((layer.kernels.tile_keys(k), layer.kernels.tile_values(v)))
+            else:
+                out.append((k.transpose(-1, -2).contiguous(), v.contiguous()))
         return out
 
     def cross_mask(self, enc: EncoderOutput) -> torch.Tensor:
