@@ -174,19 +174,67 @@ static inline float elem(const void *p, size_t k, int bf16) { /* p[k] as float32
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[k]) : ((const float *)p)[k];
 }
 
-/* out (R, O) = x (R, I) @ W^T + bias. bf16: x, w, bias, out are bfloat16; else float32.
- * bias may be NULL. R <= 8. */
+#if HAVE_DP
+/* bf16 with AVX512-BF16: res (R x 64 float32) = R rows of x, each i2 (i, i+1) pairs as uint32, against
+ * one pair tile: (i2 pairs, 64 outputs, 2) as uint32 (i2, 64), [p][j] = (W[j][2p], W[j][2p+1]).
+ * Summed in blocks of BLOCK / 2 pairs, as tile_f32 sums BLOCK terms. */
+static inline __attribute__((always_inline)) void tile_pairs_n(const int R, const uint32_t *x32, int i2,
+                                                               const uint32_t *wp, vf *res) {
+    vf tot[MAXR][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
+    for (int p0 = 0; p0 < i2; p0 += BLOCK / 2) {
+        const int p1 = p0 + BLOCK / 2 < i2 ? p0 + BLOCK / 2 : i2;
+        __m512 acc[MAXR][4];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+        for (int p = p0; p < p1; p++) {
+            __m512bh b[4];
+            for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(wp + (size_t)p * TILE + 16 * j);
+            for (int r = 0; r < R; r++) {
+                __m512bh a = (__m512bh)_mm512_set1_epi32((int)x32[(size_t)r * i2 + p]);
+                for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) tot[r][j] += (vf)acc[r][j];
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) res[r * 4 + j] = tot[r][j];
+}
+static void tile_pairs(int R, const uint32_t *x32, int i2, const uint32_t *wp, vf *res) {
+#define CASE(n) case n: tile_pairs_n(n, x32, i2, wp, res); break;
+    switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
+#undef CASE
+}
+#endif
+
+/* out (R, O) = x (R, I) @ W^T + bias. bf16: x, w, bias, out are bfloat16 (w in pair tiles with
+ * HAVE_DP: per 64 outputs (ceil(I / 2), 64, 2), zero past I); else float32. bias may be NULL. R <= 8. */
 void rows_linear(const void *x, int R, int in, const void *w, const void *bias, int out_features,
                  void *out, int bf16) {
-    float *xf = (float *)malloc(sizeof(float) * (size_t)R * in);
-    for (size_t k = 0; k < (size_t)R * in; k++)
-        xf[k] = elem(x, k, bf16);
+    const int i2 = (in + 1) / 2, dp = HAVE_DP && bf16;
+    float *xf = (float *)malloc(sizeof(float) * (size_t)R * (dp ? i2 : in)); /* dp: x's pairs, uint32 */
+    if (dp) {
+        uint16_t *xp = (uint16_t *)xf;
+        for (int r = 0; r < R; r++) {
+            memcpy(xp + (size_t)r * 2 * i2, (const uint16_t *)x + (size_t)r * in, sizeof(uint16_t) * in);
+            if (in % 2) xp[(size_t)r * 2 * i2 + in] = 0;
+        }
+    } else {
+        for (size_t k = 0; k < (size_t)R * in; k++)
+            xf[k] = elem(x, k, bf16);
+    }
     int tiles = (out_features + TILE - 1) / TILE;
 #pragma omp parallel
     {
         vf res[MAXR * TILE / 16];
 #pragma omp for schedule(static)
         for (int t = 0; t < tiles; t++) {
+#if HAVE_DP
+            if (dp) tile_pairs(R, (const uint32_t *)xf, i2, (const uint32_t *)w + (size_t)t * i2 * TILE, res);
+            else
+#endif
             tile_any(R, bf16, xf, in, w, t, res);
             const float *rf = (const float *)res;
             int o0 = t * TILE, n = out_features - o0 < TILE ? out_features - o0 : TILE;
@@ -203,31 +251,6 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
     free(xf);
 }
 
-#if HAVE_DP
-/* bf16 with AVX512-BF16: res (R x 64 float32) = R query rows (32 (d, d+1) pairs each, as uint32,
- * rows HEAD_DIM/2 apart) against one pair tile of keys: (32 pairs, 64 keys, 2), as uint32 (32, 64). */
-static inline __attribute__((always_inline)) void tile_pairs_n(const int R, const uint32_t *q32,
-                                                               const uint32_t *kp, vf *res) {
-    __m512 acc[MAXR][4];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
-    for (int p = 0; p < HEAD_DIM / 2; p++) {
-        __m512bh b[4];
-        for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(kp + (size_t)p * TILE + 16 * j);
-        for (int r = 0; r < R; r++) {
-            __m512bh a = (__m512bh)_mm512_set1_epi32((int)q32[(size_t)r * (HEAD_DIM / 2) + p]);
-            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) res[r * 4 + j] = (vf)acc[r][j];
-}
-static void tile_pairs(int R, const uint32_t *q32, const uint32_t *kp, vf *res) {
-#define CASE(n) case n: tile_pairs_n(n, q32, kp, res); break;
-    switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
-#undef CASE
-}
-#endif
 
 #if HAVE_DP
 /* tot (R, 64) += P V over S2 key pairs: p32 rows of S2 (key 2s, key 2s+1) bf16 pairs; vp (S2, 64)
@@ -293,7 +316,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             /* scores (R, S) = q K^T + mask */
             for (int t = 0; t < tiles; t++) {
 #if HAVE_DP
-                if (bf16) tile_pairs(R, (const uint32_t *)qp, (const uint32_t *)kp + (size_t)t * TILE * D / 2, res);
+                if (bf16) tile_pairs(R, (const uint32_t *)qp, D / 2, (const uint32_t *)kp + (size_t)t * TILE * D / 2, res);
                 else
 #endif
                 tile_any(R, bf16, qf, D, kp, t, res);

@@ -142,7 +142,6 @@ def _check(ok: bool, what: str, *tensors: torch.Tensor) -> None:
 
 
 class CpuKernels:
-    tile = staticmethod(tile)
     head_dim = HEAD_DIM  # the attention kernels'; other models keep torch's
 
     def __init__(self, lib: ctypes.CDLL):
@@ -159,16 +158,17 @@ class CpuKernels:
         lib.has_dp.restype = ctypes.c_int
         self.pairs = bool(lib.has_dp())  # bf16 keys in pair tiles, for AVX512-BF16
 
-    def tile_keys(self, k: torch.Tensor) -> torch.Tensor:
-        """Cross-attention keys (B, H, S, 64) -> what cross_attention reads: tile(k), or for bfloat16
-        where the library uses AVX512-BF16 pair tiles: per 64 keys (32, 64, 2), [p, j, e] = key j's
-        element 2p + e (viewed with tile()'s shape)."""
-        if not (self.pairs and k.dtype == torch.bfloat16):
-            return tile(k)
-        b, h, s, d = k.shape
-        k = F.pad(k, (0, 0, 0, -s % TILE))
-        pairs = k.view(b, h, -1, TILE, d // 2, 2).permute(0, 1, 2, 4, 3, 5).contiguous()
-        return pairs.view(b, h, -1, d, TILE)
+    def tile(self, w: torch.Tensor) -> torch.Tensor:
+        """A matrix whose rows are outputs (a weight) or keys, (..., O, I) -> what the kernels read,
+        (..., ceil(O / 64), I', 64): tile(w) with I' = I; for bfloat16 where the library uses
+        AVX512-BF16, pair tiles: per 64 rows (ceil(I / 2), 64, 2), [p, j, e] = row j's element 2p + e
+        (zero past I), I' = I rounded up to even."""
+        if not (self.pairs and w.dtype == torch.bfloat16):
+            return tile(w)
+        o, i = w.shape[-2:]
+        w = F.pad(w, (0, i % 2, 0, -o % TILE))
+        pairs = w.unflatten(-2, (-1, TILE)).unflatten(-1, (-1, 2)).transpose(-2, -3).contiguous()
+        return pairs.view(*pairs.shape[:-3], -1, TILE)  # (..., tiles, I', 64)
 
     def tile_values(self, v: torch.Tensor) -> torch.Tensor:
         """Cross-attention values (B, H, S, 64) -> what cross_attention reads: v, or for bfloat16 where
@@ -184,10 +184,11 @@ class CpuKernels:
 
     def linear(self, x: torch.Tensor, w_tiled: torch.Tensor, bias: torch.Tensor | None,
                out_features: int) -> torch.Tensor:
-        """x (R, I) -> (R, out_features) = x @ W^T + bias, W given by tile(W)."""
+        """x (R, I) -> (R, out_features) = x @ W^T + bias, W given by self.tile(W)."""
         x = x.contiguous()
         rows, width = x.shape
-        _check(w_tiled.shape == (-(-out_features // TILE), width, TILE) and w_tiled.is_contiguous()
+        width_tiled = width + width % 2 if self.pairs and x.dtype == torch.bfloat16 else width
+        _check(w_tiled.shape == (-(-out_features // TILE), width_tiled, TILE) and w_tiled.is_contiguous()
                and w_tiled.dtype == x.dtype and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()
                                                                   and bias.shape == (out_features,))),
                "linear", x, w_tiled)
@@ -200,7 +201,7 @@ class CpuKernels:
 
     def cross_attention(self, q: torch.Tensor, k_tiled: torch.Tensor, v: torch.Tensor,
                         mask: torch.Tensor | None) -> torch.Tensor:
-        """q (B, H, R, 64), scaled; keys tile_keys(K) (B, H, ceil(S / 64), 64, 64); values
+        """q (B, H, R, 64), scaled; keys tile(K) (B, H, ceil(S / 64), 64, 64); values
         tile_values(V) ((B, H, S, 64), or in pairs (B, H, ceil(S / 2), 64, 2), which need the mask);
         mask (B, S) additive or None -> softmax(q K^T + mask) V, (B, H, R, 64)."""
         b, h, rows, d = q.shape
@@ -267,7 +268,7 @@ class CpuKernels:
         want = torch.softmax(q @ k.transpose(-1, -2) + mask[:, None, None], -1) @ v
         got = self.cross_attention(q, tile(k), v, mask)
         bf16 = [t.bfloat16() for t in (q, k, v, mask)]
-        got_bf16 = self.cross_attention(bf16[0], self.tile_keys(bf16[1]), self.tile_values(bf16[2]), bf16[3])
+        got_bf16 = self.cross_attention(bf16[0], self.tile(bf16[1]), self.tile_values(bf16[2]), bf16[3])
         # self-attention: 3 rows, 7 positions of history, each row's history spread over the slots
         cache_k, cache_v = (torch.randn(9, 3, 2, 64, generator=gen) for _ in range(2))
         ancestry = torch.randint(0, 3, (7, 3), generator=gen)

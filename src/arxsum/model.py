@@ -559,12 +559,12 @@ class LSGBartForConditionalGeneration(nn.Module):
     def cross_kv(self, encoder_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(B, S, D) -> per decoder layer, cross-attention keys and values, computed once per document
         and read at every step: keys transposed (B, H, hd, S) and values (B, H, S, hd), or both in the
-        kernels' layouts (CpuKernels.tile_keys, tile_values)."""
+        kernels' layouts (CpuKernels.tile, tile_values)."""
         out = []
         for layer in self.model.decoder.layers:
             k, v = layer.encoder_attn.project_kv(encoder_hidden)
             if layer.kernels is not None:
-                out.append((layer.kernels.tile_keys(k), layer.kernels.tile_values(v)))
+                out.append((layer.kernels.tile(k), layer.kernels.tile_values(v)))
             else:
                 out.append((k.transpose(-1, -2).contiguous(), v.contiguous()))
         return out
