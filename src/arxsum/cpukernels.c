@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512BF16__)
 #include <immintrin.h>
+#if defined(__AVX512BF16__)
 #define HAVE_DP 1
 #else
 #define HAVE_DP 0
@@ -62,14 +62,14 @@ static inline uint16_t f32_to_bf16(float f) {
 static inline vf splat(float x) { return (vf){0} + x; }
 static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)((m & (vi)a) | (~m & (vi)b)); }
 
-/* exp for x <= 0 (softmax after subtracting the maximum): Cephes' expf polynomial, ~1 ulp;
+/* exp for x <= 0 (softmax after subtracting the maximum): Cephes' expf polynomial, ~1 ulp, on
+ * x = n ln2 + r with n the nearest integer (|r| <= ln2 / 2), 2^n applied by vscalefps;
  * exactly 0 below -87.3 (where float's exp underflows anyway). */
 static inline vf vexp(vf x) {
     vi under = x < -87.33654f;
     x = vmax(x, splat(-87.33654f));
-    vf fx = x * 1.44269504088896341f + 0.5f;
-    vf fl = __builtin_convertvector(__builtin_convertvector(fx, vi), vf);
-    fl -= (vf)((vi)(fl > fx) & (vi)splat(1.0f)); /* floor for negatives */
+    __m512 n = _mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vf fl = (vf)n;
     x -= fl * 0.693359375f;
     x -= fl * -2.12194440e-4f;
     vf z = x * x;
@@ -79,8 +79,7 @@ static inline vf vexp(vf x) {
     y = y * x + 1.6666665459E-1f;
     y = y * x + 5.0000001201E-1f;
     y = y * z + x + 1.0f;
-    vi n = __builtin_convertvector(fl, vi) + 127;
-    y *= (vf)(n << 23);
+    y = (vf)_mm512_scalef_ps((__m512)y, n);
     return (vf)(~under & (vi)y);
 }
 #ifdef __clang__
@@ -652,9 +651,10 @@ void local_attention(const void *q, const void *k, const void *v, const float *m
                 for (int m = 0; m < rows; m++) {
                     float *row = sc + (size_t)m * wp;
                     inv[m] = softmax_numerators(row, wp);
-                    if (dp) { /* probabilities as bf16, in place at the row's start */
+                    if (dp) { /* probabilities as bf16, in place at the row's start (wp is a multiple
+                               * of 16; each store lands before the floats still to be read) */
                         uint16_t *p16 = (uint16_t *)row;
-                        for (int s = 0; s < wp; s++) p16[s] = f32_to_bf16(row[s]);
+                        for (int s = 0; s < wp; s += 16) store_bf16(p16 + s, load_f32(row + s));
                     }
                 }
                 for (int m0 = 0; m0 < rows; m0 += MR) {
