@@ -174,37 +174,37 @@ static inline float elem(const void *p, size_t k, int bf16) { /* p[k] as float32
 }
 
 #if HAVE_DP
-/* bf16 with AVX512-BF16: res (R x 64 float32) = R rows of x, each i2 (i, i+1) pairs as uint32, against
- * one pair tile: (i2 pairs, 64 outputs, 2) as uint32 (i2, 64), [p][j] = (W[j][2p], W[j][2p+1]).
- * Summed in blocks of BLOCK / 2 pairs, as tile_f32 sums BLOCK terms. */
-static inline __attribute__((always_inline)) void tile_pairs_n(const int R, const uint32_t *x32, int i2,
-                                                               const uint32_t *wp, vf *res) {
-    vf tot[MAXR][4];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
-    for (int p0 = 0; p0 < i2; p0 += BLOCK / 2) {
-        const int p1 = p0 + BLOCK / 2 < i2 ? p0 + BLOCK / 2 : i2;
+/* bf16 with AVX512-BF16: tot (R x 64 float32) += R rows of a, each n (k, k+1) pairs as uint32 (rows
+ * n apart), against b (n, 64) uint32, [p][j] = (B[2p][j], B[2p+1][j]): the pair tiles of a weight or
+ * of keys (B = W^T), or the values' pairs (B = V). Summed in blocks of `block` pairs. */
+static inline __attribute__((always_inline)) void pairs_n(const int R, const uint32_t *a32, int n,
+                                                          const uint32_t *b32, int block, vf tot[][4]) {
+    for (int p0 = 0; p0 < n; p0 += block) {
+        const int p1 = p0 + block < n ? p0 + block : n;
         __m512 acc[MAXR][4];
         for (int r = 0; r < R; r++)
             for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
         for (int p = p0; p < p1; p++) {
             __m512bh b[4];
-            for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(wp + (size_t)p * TILE + 16 * j);
+            for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(b32 + (size_t)p * 64 + 16 * j);
             for (int r = 0; r < R; r++) {
-                __m512bh a = (__m512bh)_mm512_set1_epi32((int)x32[(size_t)r * i2 + p]);
+                __m512bh a = (__m512bh)_mm512_set1_epi32((int)a32[(size_t)r * n + p]);
                 for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
             }
         }
         for (int r = 0; r < R; r++)
             for (int j = 0; j < 4; j++) tot[r][j] += (vf)acc[r][j];
     }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < 4; j++) res[r * 4 + j] = tot[r][j];
 }
-static void tile_pairs(int R, const uint32_t *x32, int i2, const uint32_t *wp, vf *res) {
-#define CASE(n) case n: tile_pairs_n(n, x32, i2, wp, res); break;
+static void pairs(int R, const uint32_t *a32, int n, const uint32_t *b32, int block, vf tot[][4]) {
+#define CASE(k) case k: pairs_n(k, a32, n, b32, block, tot); break;
     switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
 #undef CASE
+}
+/* res (R x 64) = R rows of x's i2 pairs against one pair tile (i2, 64, 2) of a weight or of keys */
+static void tile_pairs(int R, const uint32_t *x32, int i2, const uint32_t *wp, vf *res) {
+    for (int k = 0; k < R * 4; k++) res[k] = (vf){0};
+    pairs(R, x32, i2, wp, BLOCK / 2, (vf(*)[4])res);
 }
 #endif
 
@@ -253,30 +253,9 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
 
 #if HAVE_DP
 /* tot (R, 64) += P V over S2 key pairs: p32 rows of S2 (key 2s, key 2s+1) bf16 pairs; vp (S2, 64)
- * pairs (V[2s][d], V[2s+1][d]). Summed in blocks of 2 x BLOCK pairs. */
-static inline __attribute__((always_inline)) void pv_pairs_n(const int R, const uint32_t *p32, int S2,
-                                                             const uint32_t *vp, vf tot[][4]) {
-    for (int s0 = 0; s0 < S2; s0 += 2 * BLOCK) {
-        const int s1 = s0 + 2 * BLOCK < S2 ? s0 + 2 * BLOCK : S2;
-        __m512 acc[MAXR][4];
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
-        for (int s = s0; s < s1; s++) {
-            __m512bh b[4];
-            for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(vp + (size_t)s * HEAD_DIM + 16 * j);
-            for (int r = 0; r < R; r++) {
-                __m512bh a = (__m512bh)_mm512_set1_epi32((int)p32[(size_t)r * S2 + s]);
-                for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) tot[r][j] += (vf)acc[r][j];
-    }
-}
+ * pairs (V[2s][d], V[2s+1][d]). Summed in blocks of 2 x BLOCK pairs, as pv_plain sums 4 x BLOCK keys. */
 static void pv_pairs(int R, const uint32_t *p32, int S2, const uint32_t *vp, vf tot[][4]) {
-#define CASE(n) case n: pv_pairs_n(n, p32, S2, vp, tot); break;
-    switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
-#undef CASE
+    pairs(R, p32, S2, vp, 2 * BLOCK, tot);
 }
 #endif
 
