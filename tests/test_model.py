@@ -264,11 +264,13 @@ def test_graphed_state_searches_like_the_eager_state(summarizer, monkeypatch, re
 
 
 def test_packed_linear_is_f_linear_and_its_fused_gelu_no_less_accurate():
-    """oneDNN-packed bfloat16 weights: the product bit for bit F.linear's; with the GELU fused (applied
-    to the float32 sums before rounding) within bfloat16's rounding of the float64 truth, and no
-    farther from it on average than rounding, then GELU, then rounding again."""
+    """oneDNN-packed bfloat16 weights: the product F.linear's up to the order of the float32 sums (one
+    bfloat16 rounding step at most); with the GELU fused (applied to the float32 sums before rounding)
+    within bfloat16's rounding of the float64 truth, and no farther from it on average than rounding,
+    then GELU, then rounding again."""
     from arxsum.model import Linear
 
+    torch.manual_seed(0)
     linear = Linear(96, 200).to(torch.bfloat16)
     x = torch.randn(3, 70, 96, dtype=torch.bfloat16)
     if not PackedWeight.supported(torch.bfloat16):  # this CPU's oneDNN has no bfloat16: nothing to pack
@@ -276,14 +278,16 @@ def test_packed_linear_is_f_linear_and_its_fused_gelu_no_less_accurate():
         return
     plain, plain_gelu = linear(x), linear(x, "gelu")
     linear.packed = PackedWeight(linear.weight)
-    assert torch.equal(linear(x), plain)
-    assert torch.equal(linear(x[:, ::2]), linear.forward(x[:, ::2].contiguous()))  # strided input
+    packed = linear(x)
+    torch.testing.assert_close(packed, plain)  # bfloat16's tolerance: a rounding step
+    assert (packed.float() - plain.float()).abs().gt(0).float().mean() < 0.05  # and mostly equal
+    assert torch.equal(linear(x[:, ::2]), linear(x[:, ::2].contiguous()))  # strided input
     truth = torch.nn.functional.gelu(torch.nn.functional.linear(x.double(), linear.weight.double(),
                                                                 linear.bias.double()))
     fused = linear(x, "gelu")
     torch.testing.assert_close(fused.double(), truth, atol=2e-2, rtol=1e-2)
     assert (fused.double() - truth).abs().mean() <= (plain_gelu.double() - truth).abs().mean()
-    assert torch.equal(linear(x, "relu"), torch.relu(plain))  # other activations after the product
+    assert torch.equal(linear(x, "relu"), torch.relu(packed))  # other activations after the product
 
 
 def test_packed_weights_only_for_bfloat16_and_dropped_on_cast(tiny):
