@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import shutil
 
 import pytest
@@ -28,6 +29,22 @@ def kernels():
     return k
 
 
+@pytest.fixture(scope="module", params=["native", "without AVX512-BF16"])
+def builds(request, kernels, tmp_path_factory):
+    """The kernels as built for this CPU, and built without AVX512-BF16: the bfloat16 paths that widen
+    to float32, which AVX-512 CPUs without BF16 (Skylake-X, Ice Lake) run."""
+    if request.param == "native":
+        return kernels
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cpukernels, "FLAGS", cpukernels.FLAGS + ["-mno-avx512bf16"])
+        m.setenv("ARXSUM_CACHE_DIR", str(tmp_path_factory.mktemp("no-bf16")))
+        path = cpukernels._build()
+    plain = cpukernels.CpuKernels(ctypes.CDLL(str(path)))
+    plain.self_check()
+    assert not plain.pairs
+    return plain
+
+
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
     """load() as on a new machine: nothing loaded in this process, an empty cache directory."""
@@ -40,14 +57,14 @@ def fresh(monkeypatch, tmp_path):
 @pytest.mark.parametrize("rows,width,out,bias", [(1, 64, 64, True), (5, 768, 3072, True), (8, 96, 70, False),
                                                  (13, 96, 129, True), (5, 3072, 768, True), (5, 768, 1001, False),
                                                  (3, 161, 65, True)])
-def test_linear_equals_torch(kernels, dtype, rows, width, out, bias):
+def test_linear_equals_torch(builds, dtype, rows, width, out, bias):
     """Against the float64 product of the same inputs: bfloat16 within its rounding, float32 at
     most twice torch's own float32 error (the order of the sums differs, not the precision)."""
     gen = torch.Generator().manual_seed(rows * out)
     x, w = torch.randn(rows, width, generator=gen).to(dtype), torch.randn(out, width, generator=gen).to(dtype)
     b = torch.randn(out, generator=gen).to(dtype) if bias else None
     want = F.linear(x.double(), w.double(), None if b is None else b.double())
-    got = kernels.linear(x, kernels.tile(w), b, out)
+    got = builds.linear(x, builds.tile(w), b, out)
     assert got.dtype == dtype and got.shape == (rows, out)
     if dtype == torch.bfloat16:
         torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
@@ -59,7 +76,7 @@ def test_linear_equals_torch(kernels, dtype, rows, width, out, bias):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch,rows,keys,padded", [(1, 5, 16448, False), (2, 1, 100, True), (3, 8, 64, False),
                                                     (2, 11, 1000, True), (1, 5, 1001, True)])
-def test_cross_attention_equals_torch(kernels, dtype, batch, rows, keys, padded):
+def test_cross_attention_equals_torch(builds, dtype, batch, rows, keys, padded):
     gen = torch.Generator().manual_seed(keys + rows)
     q = torch.randn(batch, 4, rows, 64, generator=gen) * 0.125
     k, v = torch.randn(batch, 4, keys, 64, generator=gen), torch.randn(batch, 4, keys, 64, generator=gen)
@@ -69,14 +86,14 @@ def test_cross_attention_equals_torch(kernels, dtype, batch, rows, keys, padded)
     q, k, v, mask = (t.to(dtype) for t in (q, k, v, mask))
     scores = q.double() @ k.double().transpose(-1, -2) + mask.double()[:, None, None, :]
     want = torch.softmax(scores, dim=-1) @ v.double()
-    values = kernels.tile_values(v)  # bf16 values in pairs: the mask says how many keys there are
-    got = kernels.cross_attention(q, kernels.tile(k), values, mask if padded or values.dim() == 5 else None)
+    values = builds.tile_values(v)  # bf16 values in pairs: the mask says how many keys there are
+    got = builds.cross_attention(q, builds.tile(k), values, mask if padded or values.dim() == 5 else None)
     assert got.dtype == dtype and got.shape == q.shape
     torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows,heads,positions", [(5, 12, 300), (1, 1, 1), (3, 7, 20), (10, 13, 9)])
-def test_self_attention_follows_each_rows_history(kernels, dtype, rows, heads, positions):
+def test_self_attention_follows_each_rows_history(builds, dtype, rows, heads, positions):
     """Heads are taken in groups of 6 per task: 7 and 13 heads leave a group of one."""
     gen = torch.Generator().manual_seed(rows * heads + positions)
     q = (torch.randn(rows, heads, 64, generator=gen) * 0.125).to(dtype)
@@ -86,7 +103,7 @@ def test_self_attention_follows_each_rows_history(kernels, dtype, rows, heads, p
     hist_k, hist_v = cache_k[at, ancestry].double(), cache_v[at, ancestry].double()  # (n, rows, H, 64)
     scores = torch.einsum("rhd,prhd->rhp", q.double(), hist_k)
     want = torch.einsum("rhp,prhd->rhd", torch.softmax(scores, -1), hist_v)
-    got = kernels.self_attention(q, cache_k, cache_v, ancestry)
+    got = builds.self_attention(q, cache_k, cache_v, ancestry)
     assert got.dtype == dtype and got.shape == q.shape
     torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
 
@@ -95,7 +112,7 @@ def test_self_attention_follows_each_rows_history(kernels, dtype, rows, heads, p
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch,heads,globals_,blocks,block", [(1, 12, 64, 8, 256), (2, 3, 3, 5, 4), (1, 2, 0, 3, 8),
                                                                 (2, 1, 5, 4, 20), (1, 1, 1, 1, 7)])
-def test_local_attention_equals_the_windows_of_the_reference(kernels, dtype, batch, heads, globals_, blocks, block):
+def test_local_attention_equals_the_windows_of_the_reference(builds, dtype, batch, heads, globals_, blocks, block):
     """The encoder's attention against the torch path (model.LSGSelfAttention) in float64: globals
     against everything, blocks against the globals and their neighbours, padding masked, odd sizes
     padded inside the kernel."""
@@ -112,7 +129,7 @@ def test_local_attention_equals_the_windows_of_the_reference(kernels, dtype, bat
     want_local = attention.local_attention(qh[:, :, globals_:], kh, vh, key_mask)
     want_global = F.scaled_dot_product_attention(qh[:, :, :globals_], kh, vh, attn_mask=key_mask)
     want = attention.merge_heads(torch.cat([want_global, want_local], dim=2))
-    got = kernels.local_attention(q, k, v, mask, globals_, block)
+    got = builds.local_attention(q, k, v, mask, globals_, block)
     assert got.dtype == dtype and got.shape == q.shape
     torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
 
