@@ -1,14 +1,18 @@
-/* CPU kernels for the decoding step: a few rows (one document's beams) against a large matrix that is
+/* CPU kernels. The decoding step: a few rows (one document's beams) against a large matrix that is
  * streamed from memory once. MKL's GEMM reaches ~14 GB/s on these shapes (M = 5) on our 2-core VM;
- * these reach ~30 GB/s, what DRAM gives. Compiled on first use by cpukernels.py (gcc, -march=native),
- * called through ctypes, threaded with the OpenMP runtime torch already loaded.
+ * these reach ~30 GB/s, what DRAM gives. And the encoder's LSG attention (local_attention), read
+ * from the projections' layout. Compiled on first use by cpukernels.py (gcc, -march=native), called
+ * through ctypes, threaded with the OpenMP runtime torch already loaded.
  *
  * Tiled layout: a matrix W (O, I) is stored as ceil(O / 64) tiles of (I, 64): tile t holds rows
  * t*64 .. t*64+63 of W transposed, zero-padded past O, so that computing 64 outputs reads one
- * contiguous 64 x I block. Rows x (R, I), R <= 8, stay in registers as broadcasts.
+ * contiguous 64 x I block. Rows x (R, I), R <= 8, stay in registers as broadcasts. With AVX512-BF16
+ * (HAVE_DP), bf16 matrices use pair tiles instead: (ceil(I / 2), 64, 2), element (i, i+1) of each
+ * of the 64 rows side by side, as vdpbf16ps reads them.
  *
- * Element types: "f32" = float; "bf16" = bfloat16 stored as uint16, computed in float32 and rounded
- * to nearest even on output (what torch's bf16 matmul does). Accumulation is always float32.
+ * Element types: "f32" = float; "bf16" = bfloat16 stored as uint16, computed in float32 (widened, or
+ * vdpbf16ps's exact products) and rounded to nearest even on output (what torch's bf16 matmul does).
+ * Accumulation is always float32.
  */
 #include <stdint.h>
 #include <stdlib.h>

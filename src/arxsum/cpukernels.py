@@ -1,9 +1,11 @@
-"""CPU kernels for the decoding step (cpukernels.c), compiled on first use and called through ctypes.
+"""CPU kernels (cpukernels.c), compiled on first use and called through ctypes.
 
 A decoding step multiplies a few rows (one document's beams) by large matrices that are read once
 per step: the cross-attention keys and values (600 MB at 16k tokens in float32), the decoder's
 weights and the LM head. torch's GEMMs reach about 14 GB/s on those shapes on our 2-core machine;
-cpukernels.c streams them at about 30 GB/s, what DRAM gives. Everything else stays in torch.
+cpukernels.c streams them at about 30 GB/s, what DRAM gives. It also does the encoder's LSG
+attention straight from the projections' layout (local_attention). Everything else stays in torch.
+On CPUs with AVX512-BF16, bfloat16 matrices are kept in pair tiles (`CpuKernels.pairs`, `tile`).
 
 They run where they were measured: Linux on x86-64 with AVX-512, torch's own OpenMP runtime, a C
 compiler (gcc or $CC). Elsewhere, or with ARXSUM_CPU_KERNELS=0, `load()` returns None and the model
