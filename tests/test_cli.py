@@ -173,6 +173,12 @@ def test_auto_device_without_cuda_notes_the_cpu(cli, tiny_model_dir, paper_files
     result = cli(paper_files[3], "--model", tiny_model_dir, *GEN[2:])
     assert result.exit_code == 0 and "no CUDA device found; running on CPU" in result.stderr
     assert "running on CPU" not in result.stdout
+    # the bfloat16 hint: only where the CPU has AVX512-BF16, and not to whom already asked for it
+    from arxsum.cpukernels import cpuinfo
+
+    assert ("--dtype bfloat16 about halves that" in result.stderr) == ("avx512_bf16" in cpuinfo("flags").split())
+    result = cli(paper_files[3], "--model", tiny_model_dir, "--dtype", "bfloat16", *GEN[2:])
+    assert result.exit_code == 0 and "running on CPU" in result.stderr and "--dtype bfloat16" not in result.stderr
 
 
 def test_an_internal_error_is_one_line_outside_tests(cli, paper_files, monkeypatch, fake_summarizer):
