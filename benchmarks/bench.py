@@ -561,6 +561,10 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     ref_python = None if args.no_ref or (args.device == "cuda" and not args.with_ref) else args.ref_python
     if ref_python is None and not args.no_ref and args.device == "cpu":
         raise BenchError("give --ref-python PATH (the reference venv's python), or --no-ref for arxsum only")
+    if ref_python and args.eos_bias:
+        raise BenchError("--eos-bias changes arxsum's model only: run it with --no-ref")
+    if args.no_compaction and not args.eos_bias:
+        raise BenchError("--no-compaction only means something with --eos-bias")
     if ref_python and not Path(ref_python).is_file():
         raise BenchError(f"--ref-python {ref_python}: no such file (make ref-venv builds .venv-ref)")
     if args.device == "cuda":

@@ -126,6 +126,8 @@ def test_bfloat16_speedup_is_against_the_seed_in_float32():
     (["--no-ref", "--dtype", "float16"], "float16 is for GPUs"),
     (["--ref-python", "/nonexistent/python"], "no such file"),
     (["--no-ref", "--paper", "/nonexistent.pdf"], "no such file"),
+    (["--ref-python", sys.executable, "--eos-bias", "8"], "--no-ref"),
+    (["--no-ref", "--no-compaction"], "only means something with --eos-bias"),
 ])
 def test_usage_errors(argv, message, capsys):
     assert bench.main(argv) == 1
