@@ -176,6 +176,13 @@ static void tile_any(int R, int bf16, const float *x, int in, const void *w, int
 static inline float elem(const void *p, size_t k, int bf16) { /* p[k] as float32 */
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[k]) : ((const float *)p)[k];
 }
+static inline vf vload(const void *p, size_t k, int bf16) { /* p[k .. k + 16) as float32 */
+    return bf16 ? load_bf16((const uint16_t *)p + k) : load_f32((const float *)p + k);
+}
+static inline void vstore(void *p, size_t k, vf v, int bf16) { /* p[k .. k + 16) = v, rounded for bf16 */
+    if (bf16) store_bf16((uint16_t *)p + k, v);
+    else store_f32((float *)p + k, v);
+}
 
 #if HAVE_DP
 /* bf16 with AVX512-BF16: tot (R x 64 float32) += R rows of a, each n (k, k+1) pairs as uint32 (rows
@@ -274,14 +281,9 @@ static inline __attribute__((always_inline)) void pv_plain_n(const int R, const 
         for (int r = 0; r < R; r++)
             for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};
         for (int s = s0; s < s1; s++) {
-            vf v0, v1, v2, v3;
-            if (bf16) {
-                const uint16_t *row = (const uint16_t *)vp + (size_t)s * HEAD_DIM;
-                v0 = load_bf16(row), v1 = load_bf16(row + 16), v2 = load_bf16(row + 32), v3 = load_bf16(row + 48);
-            } else {
-                const float *row = (const float *)vp + (size_t)s * HEAD_DIM;
-                v0 = load_f32(row), v1 = load_f32(row + 16), v2 = load_f32(row + 32), v3 = load_f32(row + 48);
-            }
+            const size_t row = (size_t)s * HEAD_DIM;
+            vf v0 = vload(vp, row, bf16), v1 = vload(vp, row + 16, bf16), v2 = vload(vp, row + 32, bf16),
+               v3 = vload(vp, row + 48, bf16);
             for (int r = 0; r < R; r++) {
                 vf w = splat(p[(size_t)r * S + s]);
                 acc[r][0] += w * v0, acc[r][1] += w * v1, acc[r][2] += w * v2, acc[r][3] += w * v3;
@@ -326,7 +328,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             const char *mp = mask ? (const char *)mask + (size_t)b * S * es : NULL;
             int s = 0;
             for (; mp && s + 16 <= S; s += 16)
-                store_f32(mf + s, bf16 ? load_bf16((const uint16_t *)mp + s) : load_f32((const float *)mp + s));
+                store_f32(mf + s, vload(mp, s, bf16));
             for (; s < S; s++) mf[s] = mp ? elem(mp, s, bf16) : 0.f;
             const char *kp = (const char *)kt + (size_t)bh * tiles * TILE * D * es;
             /* scores (R, S) = q K^T + mask */
@@ -370,12 +372,15 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             for (int r = 0; r < R; r++)
                 for (int j = 0; j < 4; j++) {
                     vf y = tot[r][j] * inv[r];
-                    if (bf16) store_bf16((uint16_t *)op + r * D + 16 * j, y);
-                    else store_f32((float *)op + r * D + 16 * j, y);
+                    vstore(op, (size_t)r * D + 16 * j, y, bf16);
                 }
         }
         free(scores), free(mf), free(pb);
     }
+}
+
+static inline void prefetch_run(const char *p, size_t bytes) { /* the cache lines of p[0 .. bytes) */
+    for (size_t c = 0; c < bytes; c += 64) __builtin_prefetch(p + c);
 }
 
 /* ---- self-attention of a decoding step over the beams' histories ------------------------------------
@@ -399,24 +404,17 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
         for (int rg = 0; rg < N * groups; rg++) {
             const int r = rg / groups, h0 = (rg % groups) * HGROUP;
             const int hg = H - h0 < HGROUP ? H - h0 : HGROUP;
+            const size_t run = (size_t)hg * D * es; /* bytes of the group's heads at one position */
             vf qv[HGROUP][4];
-            for (int h = 0; h < hg; h++) {
-                const char *qp = (const char *)q + ((size_t)r * H + h0 + h) * D * es;
-                for (int j = 0; j < 4; j++)
-                    qv[h][j] = bf16 ? load_bf16((const uint16_t *)qp + 16 * j) : load_f32((const float *)qp + 16 * j);
-            }
+            for (int h = 0; h < hg; h++)
+                for (int j = 0; j < 4; j++) qv[h][j] = vload(q, ((size_t)r * H + h0 + h) * D + 16 * j, bf16);
 #define AT(t) ((((size_t)(t) * N + (size_t)ancestry[(size_t)(t) * N + r]) * slot + (size_t)h0 * D) * es)
             for (int t = 0; t < n; t++) {
-                if (t + PREFETCH < n) {
-                    const char *next = (const char *)cache_k + AT(t + PREFETCH);
-                    for (size_t c = 0; c < (size_t)hg * D * es; c += 64) __builtin_prefetch(next + c);
-                }
+                if (t + PREFETCH < n) prefetch_run((const char *)cache_k + AT(t + PREFETCH), run);
                 const char *k = (const char *)cache_k + AT(t);
                 for (int h = 0; h < hg; h++) {
                     vf s = (vf){0};
-                    for (int j = 0; j < 4; j++)
-                        s += qv[h][j] * (bf16 ? load_bf16((const uint16_t *)k + h * D + 16 * j)
-                                              : load_f32((const float *)k + h * D + 16 * j));
+                    for (int j = 0; j < 4; j++) s += qv[h][j] * vload(k, (size_t)h * D + 16 * j, bf16);
                     p[(size_t)h * n + t] = hsum(s);
                 }
             }
@@ -426,27 +424,16 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
             for (int h = 0; h < hg; h++)
                 for (int j = 0; j < 4; j++) acc[h][j] = (vf){0};
             for (int t = 0; t < n; t++) {
-                if (t + PREFETCH < n) {
-                    const char *next = (const char *)cache_v + AT(t + PREFETCH);
-                    for (size_t c = 0; c < (size_t)hg * D * es; c += 64) __builtin_prefetch(next + c);
-                }
+                if (t + PREFETCH < n) prefetch_run((const char *)cache_v + AT(t + PREFETCH), run);
                 const char *v = (const char *)cache_v + AT(t);
                 for (int h = 0; h < hg; h++) {
                     vf w = splat(p[(size_t)h * n + t]);
-                    for (int j = 0; j < 4; j++)
-                        acc[h][j] += w * (bf16 ? load_bf16((const uint16_t *)v + h * D + 16 * j)
-                                               : load_f32((const float *)v + h * D + 16 * j));
+                    for (int j = 0; j < 4; j++) acc[h][j] += w * vload(v, (size_t)h * D + 16 * j, bf16);
                 }
             }
 #undef AT
-            for (int h = 0; h < hg; h++) {
-                char *op = (char *)out + ((size_t)r * H + h0 + h) * D * es;
-                for (int j = 0; j < 4; j++) {
-                    vf y = acc[h][j] * inv[h];
-                    if (bf16) store_bf16((uint16_t *)op + 16 * j, y);
-                    else store_f32((float *)op + 16 * j, y);
-                }
-            }
+            for (int h = 0; h < hg; h++)
+                for (int j = 0; j < 4; j++) vstore(out, ((size_t)r * H + h0 + h) * D + 16 * j, acc[h][j] * inv[h], bf16);
         }
         free(p);
     }
@@ -668,8 +655,7 @@ void local_attention(const void *q, const void *k, const void *v, const float *m
                         const size_t o = (qrow0 + m0 + m) * D + (size_t)h * HEAD_DIM;
                         for (int j = 0; j < 4; j++) {
                             vf y = acc[m][j] * inv[m0 + m];
-                            if (bf16) store_bf16((uint16_t *)out + o + 16 * j, y);
-                            else store_f32((float *)out + o + 16 * j, y);
+                            vstore(out, o + 16 * j, y, bf16);
                         }
                     }
                 }
