@@ -160,12 +160,16 @@ class CpuKernels:
         lib.has_dp.restype = ctypes.c_int
         self.pairs = bool(lib.has_dp())  # bf16 keys in pair tiles, for AVX512-BF16
 
+    def _in_pairs(self, dtype: torch.dtype) -> bool:
+        """Whether matrices of this dtype go in the pair layouts (tile, tile_values)."""
+        return self.pairs and dtype == torch.bfloat16
+
     def tile(self, w: torch.Tensor) -> torch.Tensor:
         """A matrix whose rows are outputs (a weight) or keys, (..., O, I) -> what the kernels read,
         (..., ceil(O / 64), I', 64): tile(w) with I' = I; for bfloat16 where the library uses
         AVX512-BF16, pair tiles: per 64 rows (ceil(I / 2), 64, 2), [p, j, e] = row j's element 2p + e
         (zero past I), I' = I rounded up to even."""
-        if not (self.pairs and w.dtype == torch.bfloat16):
+        if not self._in_pairs(w.dtype):
             return tile(w)
         o, i = w.shape[-2:]
         w = F.pad(w, (0, i % 2, 0, -o % TILE))
@@ -175,7 +179,7 @@ class CpuKernels:
     def tile_values(self, v: torch.Tensor) -> torch.Tensor:
         """Cross-attention values (B, H, S, 64) -> what cross_attention reads: v, or for bfloat16 where
         the library uses AVX512-BF16, pairs of keys (B, H, ceil(S / 2), 64, 2), [s, d, e] = v[2s + e, d]."""
-        if not (self.pairs and v.dtype == torch.bfloat16):
+        if not self._in_pairs(v.dtype):
             return v.contiguous()
         b, h, s, d = v.shape
         v = F.pad(v, (0, 0, 0, s % 2))
@@ -189,7 +193,7 @@ class CpuKernels:
         """x (R, I) -> (R, out_features) = x @ W^T + bias, W given by self.tile(W)."""
         x = x.contiguous()
         rows, width = x.shape
-        width_tiled = width + width % 2 if self.pairs and x.dtype == torch.bfloat16 else width
+        width_tiled = width + width % 2 if self._in_pairs(x.dtype) else width
         _check(w_tiled.shape == (-(-out_features // TILE), width_tiled, TILE) and w_tiled.is_contiguous()
                and w_tiled.dtype == x.dtype and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()
                                                                   and bias.shape == (out_features,))),
@@ -211,7 +215,7 @@ class CpuKernels:
         s = mask.shape[-1] if pairs and mask is not None else v.shape[2]
         _check(d == HEAD_DIM and k_tiled.shape == (b, h, -(-s // TILE), d, TILE)
                and v.shape == ((b, h, -(-s // 2), d, 2) if pairs else (b, h, s, d))
-               and (not pairs or (self.pairs and q.dtype == torch.bfloat16 and mask is not None))
+               and (not pairs or (self._in_pairs(q.dtype) and mask is not None))
                and k_tiled.is_contiguous() and v.is_contiguous() and k_tiled.dtype == v.dtype == q.dtype
                and (mask is None or (mask.shape == (b, s) and mask.dtype == q.dtype and mask.is_contiguous())),
                "cross_attention", q, k_tiled, v)

@@ -496,8 +496,9 @@ class LSGBartForConditionalGeneration(nn.Module):
     def use_kernels(self, kernels) -> None:
         """Route the decoding step's few-row products through `kernels` (cpukernels.CpuKernels), or
         back to torch with None: the decoder's projections and feed-forward, its self- and
-        cross-attention (64-wide heads) and the LM head; and the encoder's block-local attention. They keep copies of those weights in their own
-        layout (+0.35 GB in float32): call this once the model has its device and dtype."""
+        cross-attention (64-wide heads) and the LM head; and the encoder's LSG attention. They keep
+        copies of those weights in their own layout (+0.35 GB in float32): call this once the model
+        has its device and dtype."""
         self.kernels = kernels
         for layer in self.model.encoder.layers:
             heads_fit = kernels is not None and layer.self_attn.head_dim == kernels.head_dim
