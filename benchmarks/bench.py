@@ -86,11 +86,6 @@ class Case:
     def name(self) -> str:
         return f"{self.dtype} {self.batch}x{self.tokens} {self.steps} steps" + (f" {self.ending}" if self.ending else "")
 
-    @property
-    def shape(self) -> tuple:
-        """What pairs a bf16 row with its float32 row for the precision check."""
-        return self.tokens, self.batch, self.steps, self.ending
-
 
 # ---- the plan ----------------------------------------------------------------------------------
 
@@ -272,11 +267,16 @@ def compare(row: dict) -> None:
     row["papers_identical"] = sum(x == y for x, y in zip(a["tokens"], s["tokens"]))
 
 
+def shape(row: dict) -> tuple:
+    """What pairs a row of another dtype with its float32 row: same inputs, steps and ending."""
+    return row["tokens"], row["batch"], row["steps"], row.get("ending", "")
+
+
 def against_seed_float32(rows: list[dict]) -> None:
     """Non-float32 rows: arxsum's end-to-end speed-up over the seed pipeline in float32 (its default)."""
-    seed32 = {(r["tokens"], r["batch"], r["steps"]): r.get("seed", {}) for r in rows if r["dtype"] == "float32"}
+    seed32 = {shape(r): r.get("seed", {}) for r in rows if r["dtype"] == "float32"}
     for row in rows:
-        base = seed32.get((row["tokens"], row["batch"], row["steps"]), {})
+        base = seed32.get(shape(row), {})
         if row["dtype"] != "float32" and "end_to_end_s" in base and "end_to_end_s" in row.get("arxsum", {}):
             row["speedup_vs_seed_float32"] = base["end_to_end_s"] / row["arxsum"]["end_to_end_s"]
 
@@ -284,10 +284,10 @@ def against_seed_float32(rows: list[dict]) -> None:
 def precision(rows: list[dict]) -> dict:
     """For every non-float32 row with a float32 row of the same shape: how many papers' summaries
     equal the float32 ones token for token, per side (and the mean length of the common prefix)."""
-    reference = {(r["tokens"], r["batch"], r["steps"]): r for r in rows if r["dtype"] == "float32"}
+    reference = {shape(r): r for r in rows if r["dtype"] == "float32"}
     totals: dict = {}
     for row in rows:
-        base = reference.get((row["tokens"], row["batch"], row["steps"]))
+        base = reference.get(shape(row))
         if row["dtype"] == "float32" or base is None:
             continue
         row["equals_float32"] = {}
