@@ -186,9 +186,9 @@ static inline void vstore(void *p, size_t k, vf v, int bf16) { /* p[k .. k + 16)
 
 #if HAVE_DP
 /* bf16 with AVX512-BF16: tot (R x 64 float32) += R rows of a, each n (k, k+1) pairs as uint32 (rows
- * n apart), against b (n, 64) uint32, [p][j] = (B[2p][j], B[2p+1][j]): the pair tiles of a weight or
- * of keys (B = W^T), or the values' pairs (B = V). Summed in blocks of `block` pairs. */
-static inline __attribute__((always_inline)) void pairs_n(const int R, const uint32_t *a32, int n,
+ * lda apart), against b (n, 64) uint32, [p][j] = (B[2p][j], B[2p+1][j]): the pair tiles of a weight
+ * or of keys (B = W^T), or the values' pairs (B = V). Summed in blocks of `block` pairs. */
+static inline __attribute__((always_inline)) void pairs_n(const int R, const uint32_t *a32, int n, size_t lda,
                                                           const uint32_t *b32, int block, vf tot[][4]) {
     for (int p0 = 0; p0 < n; p0 += block) {
         const int p1 = p0 + block < n ? p0 + block : n;
@@ -199,7 +199,7 @@ static inline __attribute__((always_inline)) void pairs_n(const int R, const uin
             __m512bh b[4];
             for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(b32 + (size_t)p * 64 + 16 * j);
             for (int r = 0; r < R; r++) {
-                __m512bh a = (__m512bh)_mm512_set1_epi32((int)a32[(size_t)r * n + p]);
+                __m512bh a = (__m512bh)_mm512_set1_epi32((int)a32[r * lda + p]);
                 for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], a, b[j]);
             }
         }
@@ -208,7 +208,7 @@ static inline __attribute__((always_inline)) void pairs_n(const int R, const uin
     }
 }
 static void pairs(int R, const uint32_t *a32, int n, const uint32_t *b32, int block, vf tot[][4]) {
-#define CASE(k) case k: pairs_n(k, a32, n, b32, block, tot); break;
+#define CASE(k) case k: pairs_n(k, a32, n, n, b32, block, tot); break;
     switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
 #undef CASE
 }
@@ -456,10 +456,15 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
 #define MR 6      /* query rows per micro-tile */
 
 typedef struct {
-    int D, H, wp;        /* row width (H * 64), heads, padded window */
+    int D, wp;           /* row width (heads x 64), padded window */
     const float *maskw;  /* (wp) the window's mask, -inf on padding */
     float scale;
 } window_t;
+
+/* scores of row m, keys of group g (16 of them): the products scaled, plus the window's mask */
+static inline void score_out(const window_t *w, float *sc, int m, int g, vf products) {
+    store_f32(sc + (size_t)m * w->wp + g * 16, products * w->scale + load_f32(w->maskw + g * 16));
+}
 
 /* float32 mode: kf (wp/16, 64, 16) keys; qf (rows, 64); scores (rows, wp) */
 static inline __attribute__((always_inline)) void qk_f32(const int R, const float *qf, const float *kf,
@@ -476,23 +481,7 @@ static inline __attribute__((always_inline)) void qk_f32(const int R, const floa
         }
     }
     for (int m = 0; m < R; m++)
-        for (int j = 0; j < KGROUPS; j++)
-            store_f32(sc + (size_t)m * w->wp + (j0 + j) * 16, acc[m][j] * w->scale + load_f32(w->maskw + (j0 + j) * 16));
-}
-
-/* float32 mode: vf32 (wp, 64) values; p (rows, wp) probabilities -> acc (rows, 64) */
-static inline __attribute__((always_inline)) void pv_f32(const int R, const float *p, const float *vv,
-                                                         int wp, vf acc[][4]) {
-    for (int m = 0; m < R; m++)
-        for (int j = 0; j < 4; j++) acc[m][j] = (vf){0};
-    for (int s = 0; s < wp; s++) {
-        const float *row = vv + (size_t)s * HEAD_DIM;
-        vf v0 = load_f32(row), v1 = load_f32(row + 16), v2 = load_f32(row + 32), v3 = load_f32(row + 48);
-        for (int m = 0; m < R; m++) {
-            vf a = splat(p[(size_t)m * wp + s]);
-            acc[m][0] += a * v0, acc[m][1] += a * v1, acc[m][2] += a * v2, acc[m][3] += a * v3;
-        }
-    }
+        for (int j = 0; j < KGROUPS; j++) score_out(w, sc, m, j0 + j, acc[m][j]);
 }
 
 #if HAVE_DP
@@ -512,29 +501,9 @@ static inline __attribute__((always_inline)) void qk_dp(const int R, const uint3
         }
     }
     for (int m = 0; m < R; m++)
-        for (int j = 0; j < KGROUPS; j++)
-            store_f32(sc + (size_t)m * w->wp + (j0 + j) * 16,
-                      (vf)acc[m][j] * w->scale + load_f32(w->maskw + (j0 + j) * 16));
+        for (int j = 0; j < KGROUPS; j++) score_out(w, sc, m, j0 + j, (vf)acc[m][j]);
 }
 
-/* bf16 pairs: vp (wp/2, 64) uint32 = (key s, key s+1) pairs per dim; p32: row m's probability pairs
- * (wp/2 of them) start at p32 + m * wp (the rows of the float32 scores they were converted in) */
-static inline __attribute__((always_inline)) void pv_dp(const int R, const uint32_t *p32, const uint32_t *vp,
-                                                        int wp, vf acc[][4]) {
-    __m512 a4[MR][4];
-    for (int m = 0; m < R; m++)
-        for (int j = 0; j < 4; j++) a4[m][j] = _mm512_setzero_ps();
-    for (int s = 0; s < wp / 2; s++) {
-        __m512bh b[4];
-        for (int j = 0; j < 4; j++) b[j] = (__m512bh)_mm512_loadu_si512(vp + (size_t)s * HEAD_DIM + 16 * j);
-        for (int m = 0; m < R; m++) {
-            __m512bh a = (__m512bh)_mm512_set1_epi32((int)p32[(size_t)m * wp + s]);
-            for (int j = 0; j < 4; j++) a4[m][j] = _mm512_dpbf16_ps(a4[m][j], a, b[j]);
-        }
-    }
-    for (int m = 0; m < R; m++)
-        for (int j = 0; j < 4; j++) acc[m][j] = (vf)a4[m][j];
-}
 #endif
 
 #define ROWS_SWITCH(R, CALL) \
@@ -575,7 +544,7 @@ void local_attention(const void *q, const void *k, const void *v, const float *m
             const size_t doc = (size_t)b * S;
             for (int s = 0; s < wp; s++)
                 maskw[s] = s < n ? mask[doc + rowid[s]] : -__builtin_inff();
-            const window_t win = {D, H, wp, maskw, scale};
+            const window_t win = {D, wp, maskw, scale};
             /* pack keys and values */
             if (dp) {
                 uint32_t *kp = (uint32_t *)kbuf, *vp = (uint32_t *)vbuf;
@@ -638,16 +607,18 @@ void local_attention(const void *q, const void *k, const void *v, const float *m
                 for (int m0 = 0; m0 < rows; m0 += MR) {
                     const int R = rows - m0 < MR ? rows - m0 : MR;
                     vf acc[MR][4];
+                    for (int m = 0; m < R; m++)
+                        for (int j = 0; j < 4; j++) acc[m][j] = (vf){0};
 #if HAVE_DP
-                    if (dp) {
+                    if (dp) { /* row m's probability pairs (wp / 2) start at sc + m * wp, as uint32 */
                         const uint32_t *p32 = (const uint32_t *)(sc + (size_t)m0 * wp);
-#define CALL(r) pv_dp(r, p32, (const uint32_t *)vbuf, wp, acc)
+#define CALL(r) pairs_n(r, p32, wp / 2, wp, (const uint32_t *)vbuf, 2 * BLOCK, acc)
                         ROWS_SWITCH(R, CALL)
 #undef CALL
                     } else
 #endif
                     {
-#define CALL(r) pv_f32(r, sc + (size_t)m0 * wp, vbuf, wp, acc)
+#define CALL(r) pv_plain_n(r, sc + (size_t)m0 * wp, wp, (const char *)vbuf, 0, acc)
                         ROWS_SWITCH(R, CALL)
 #undef CALL
                     }
