@@ -311,12 +311,16 @@ static void pv_plain(int R, const float *p, int S, const char *vp, int bf16, vf 
 void cross_attention(const void *q, const void *kt, const void *v, const void *mask, void *out,
                      int B, int H, int R, int S, int bf16) {
     const int D = HEAD_DIM, tiles = (S + TILE - 1) / TILE;
-    const size_t es = bf16 ? 2 : 4;
+    const size_t es = bf16 ? 2 : 4, all = (size_t)B * S;
+    float *mask_f32 = (float *)malloc(sizeof(float) * all); /* every document's mask, once, as float32 */
+    size_t i = 0;
+    for (; mask && i + 16 <= all; i += 16) store_f32(mask_f32 + i, vload(mask, i, bf16));
+    for (; i < all; i++) mask_f32[i] = mask ? elem(mask, i, bf16) : 0.f;
 #pragma omp parallel
     {
         float *scores = (float *)malloc(sizeof(float) * (size_t)R * tiles * TILE);
-        float *mf = (float *)malloc(sizeof(float) * (size_t)tiles * TILE); /* the document's mask, float32 */
-        uint16_t *pb = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)R * (S + 1)); /* bf16 probabilities */
+        /* the probabilities as bf16 pairs (HAVE_DP) */
+        uint16_t *pb = HAVE_DP && bf16 ? (uint16_t *)malloc(sizeof(uint16_t) * (size_t)R * (S + 1)) : NULL;
         vf res[MAXR * TILE / 16];
         float qf[MAXR * HEAD_DIM];
 #pragma omp for schedule(static)
@@ -325,11 +329,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             const char *qp = (const char *)q + (size_t)bh * R * D * es;
             for (int k = 0; k < R * D; k++)
                 qf[k] = elem(qp, k, bf16);
-            const char *mp = mask ? (const char *)mask + (size_t)b * S * es : NULL;
-            int s = 0;
-            for (; mp && s + 16 <= S; s += 16)
-                store_f32(mf + s, vload(mp, s, bf16));
-            for (; s < S; s++) mf[s] = mp ? elem(mp, s, bf16) : 0.f;
+            const float *mf = mask_f32 + (size_t)b * S;
             const char *kp = (const char *)kt + (size_t)bh * tiles * TILE * D * es;
             /* scores (R, S) = q K^T + mask */
             for (int t = 0; t < tiles; t++) {
@@ -375,8 +375,9 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                     vstore(op, (size_t)r * D + 16 * j, y, bf16);
                 }
         }
-        free(scores), free(mf), free(pb);
+        free(scores), free(pb);
     }
+    free(mask_f32);
 }
 
 static inline void prefetch_run(const char *p, size_t bytes) { /* the cache lines of p[0 .. bytes) */
