@@ -219,6 +219,19 @@ static void tile_pairs(int R, const uint32_t *x32, int i2, const uint32_t *wp, v
 }
 #endif
 
+/* res (R x 64) = R rows of x against tile t of w (I = in), in the layout this build keeps the dtype in:
+ * bf16 with HAVE_DP, x as (in + 1) / 2 pairs and w in pair tiles; otherwise x widened to float32. */
+static void tile_rows(int R, int bf16, const void *x, int in, const void *w, int t, vf *res) {
+#if HAVE_DP
+    if (bf16) {
+        const int i2 = (in + 1) / 2;
+        tile_pairs(R, (const uint32_t *)x, i2, (const uint32_t *)w + (size_t)t * i2 * TILE, res);
+        return;
+    }
+#endif
+    tile_any(R, bf16, (const float *)x, in, w, t, res);
+}
+
 /* out (R, O) = x (R, I) @ W^T + bias. bf16: x, w, bias, out are bfloat16 (w in pair tiles with
  * HAVE_DP: per 64 outputs (ceil(I / 2), 64, 2), zero past I); else float32. bias may be NULL. R <= 8. */
 void rows_linear(const void *x, int R, int in, const void *w, const void *bias, int out_features,
@@ -241,11 +254,7 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
         vf res[MAXR * TILE / 16];
 #pragma omp for schedule(static)
         for (int t = 0; t < tiles; t++) {
-#if HAVE_DP
-            if (dp) tile_pairs(R, (const uint32_t *)xf, i2, (const uint32_t *)w + (size_t)t * i2 * TILE, res);
-            else
-#endif
-            tile_any(R, bf16, xf, in, w, t, res);
+            tile_rows(R, bf16, xf, in, w, t, res);
             const float *rf = (const float *)res;
             int o0 = t * TILE, n = out_features - o0 < TILE ? out_features - o0 : TILE;
             for (int r = 0; r < R; r++) {
@@ -327,17 +336,13 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
         for (int bh = 0; bh < B * H; bh++) {
             int b = bh / H;
             const char *qp = (const char *)q + (size_t)bh * R * D * es;
-            for (int k = 0; k < R * D; k++)
+            for (int k = 0; !(HAVE_DP && bf16) && k < R * D; k++) /* widened, where not read in pairs */
                 qf[k] = elem(qp, k, bf16);
             const float *mf = mask_f32 + (size_t)b * S;
             const char *kp = (const char *)kt + (size_t)bh * tiles * TILE * D * es;
             /* scores (R, S) = q K^T + mask */
             for (int t = 0; t < tiles; t++) {
-#if HAVE_DP
-                if (bf16) tile_pairs(R, (const uint32_t *)qp, D / 2, (const uint32_t *)kp + (size_t)t * TILE * D / 2, res);
-                else
-#endif
-                tile_any(R, bf16, qf, D, kp, t, res);
+                tile_rows(R, bf16, HAVE_DP && bf16 ? (const void *)qp : qf, D, kp, t, res);
                 const float *rf = (const float *)res;
                 int s0 = t * TILE, n = S - s0 < TILE ? S - s0 : TILE;
                 for (int r = 0; r < R; r++) {
