@@ -46,7 +46,7 @@ bench: install ref-venv
 	$(BIN)/python benchmarks/bench.py --ref-python $(REF_VENV)/bin/python $(ARGS)
 
 # On the lent GPU machine nothing can be installed: its image's python3 already has torch (CUDA),
-# transformers, tokenizers, safetensors, typer, rich and pytest, so the checks run from the source
+# tokenizers, safetensors, typer, rich and pytest, so the checks run from the source
 # tree with that interpreter (GPU_PYTHON), not from .venv. The seed side is CPU-only: not run here.
 GPU_PYTHON ?= python3
 gpu-check:

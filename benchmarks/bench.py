@@ -351,7 +351,7 @@ def arxsum_worker(spec: dict) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     start = time.perf_counter()  # load = our imports (torch's is common to both sides) + tokenizer + weights
-    from transformers import AutoTokenizer  # noqa: F401  (what load_tokenizer imports: timed as an import)
+    import tokenizers  # noqa: F401  (what load_tokenizer imports: timed as an import)
 
     from arxsum.decoding import GenerationOptions, GraphedDecoderState, beam_search
     from arxsum.summarizer import Summarizer

@@ -31,7 +31,7 @@ part() {  # part NAME SECONDS COMMAND...: run, log to $OUT/NAME.txt, remember a 
     echo "== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$OUT/summary.txt" >&2
     [ $rc -eq 0 ] || status=1
 }
-part env 60 bash -c "nvidia-smi; $PY -c 'import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())'"
+part env 60 bash -c "nvidia-smi; $PY -c 'import torch, tokenizers; print(torch.__version__, tokenizers.__version__, torch.cuda.get_device_name())'"
 part tests ${TESTS_LIMIT:-150} $PY -m pytest -p no:cacheprovider -m gpu tests/test_gpu.py -q -x
 part bench ${BENCH_LIMIT:-270} $PY benchmarks/bench.py --device cuda --no-ref --paper none \
     --cache-dir "${TMPDIR:-/tmp}/arxsum-bench" --out "$OUT/bench.json" "${bench_args[@]}"

@@ -15,6 +15,7 @@ from arxsum import GenerationOptions, Summarizer
 from arxsum.errors import ModelLoadError, OptionsError
 from arxsum.loading import load_model, resolve
 from arxsum.model import LSGBartConfig, PackedWeight
+from arxsum.tokenizer import load_tokenizer
 from builders import build_tiny_checkpoint, random_state_dict, tiny_config, train_tokenizer, write_checkpoint
 
 CPU = torch.device("cpu")
@@ -190,6 +191,33 @@ def test_unknown_model_directory_and_offline_hub_give_one_line(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         resolve("nobody-here/no-such-model-xyz")
     assert "--model DIR" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_or_broken_tokenizer_files_give_one_line(tmp_path):
+    tok = train_tokenizer(tmp_path / "tok")
+    with pytest.raises(ModelLoadError, match="has no tokenizer files"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot load the tokenizer in") as err:
+        load_tokenizer(tmp_path)
+    assert "\n" not in str(err.value)
+    (tmp_path / "tokenizer.json").unlink()
+    (tmp_path / "merges.txt").write_bytes((tok / "merges.txt").read_bytes())
+    vocab = json.loads((tok / "vocab.json").read_text())
+    del vocab["</s>"]
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(ModelLoadError, match="lacks the special token"):
+        load_tokenizer(tmp_path)
+
+
+def test_tokenizer_follows_the_configs_prefix_space(tmp_path):
+    """As BartTokenizerFast does: tokenizer_config.json's add_prefix_space wins over tokenizer.json's."""
+    tok = train_tokenizer(tmp_path / "tok")
+    plain = load_tokenizer(tok)
+    (tok / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True}))
+    prefixed = load_tokenizer(tok)
+    assert plain.encode("the model") != prefixed.encode("the model") == plain.encode(" the model")
+    assert prefixed.encode("<s>") == plain.encode("<s>") == [0, 0, 2]  # a special token takes no prefix
 
 
 @pytest.mark.parametrize("device,dtype,message", [("tpu", "auto", "unknown device|unsupported device"),

@@ -34,6 +34,7 @@ import torch
 from arxsum import GenerationOptions, Summarizer, cpukernels
 from arxsum.decoding import beam_search
 from arxsum.errors import ModelLoadError
+from arxsum.tokenizer import load_tokenizer
 from builders import CORPUS, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +151,13 @@ class TextCase(Case):
 @dataclass
 class DecodeCase(Case):
     ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TokenizeCase(Case):
+    texts: list[str] = field(default_factory=list)
+    max_lengths: list[int] = field(default_factory=list)
+    decode_ids: list[list[int]] = field(default_factory=list)
 
 
 ALL = CHECKPOINTS | REAL
@@ -278,10 +286,22 @@ def text_cases(rng: random.Random) -> list[TextCase]:
     ]
 
 
+def tokenize_cases(rng: random.Random) -> list[TokenizeCase]:
+    """Texts where a tokenizer's set-up shows: special tokens written in the text (<mask> takes the
+    space before it), leading, repeated and odd whitespace, bytes outside the trained vocabulary,
+    the arXiv dataset's placeholders, nothing at all; ids with special tokens inside to decode."""
+    texts = ["", " ", "the", " the model", "the  model\n\n\tof  the\r\nmodel ", "<s>the</s> model <mask> of<mask>.",
+             "<pad><unk> the <mask>", "caf\u00e9 na\u00efve \u03b1 + \u03b2 = \u222b x dx, \u4e2d\u6587 \U0001F600 \u2014 \u00a0",
+             "we show that @xmath0 is bounded by @xmath12 @xcite .", "EQUATION: x^2 + y_1 <= 3 * (a/b) ; #tag $5",
+             random_text(rng, 400)]
+    decode_ids = [[0, 2], [2, 0, 7, 8, 9, 2], [0, 7, 1, 1, 8, 4, 9, 3, 10, 2, 1], [11, 300, 500, 12]]
+    return [TokenizeCase("texts", "b16g3", texts=texts, max_lengths=[2, 3, 8, 100], decode_ids=decode_ids)]
+
+
 def build_grid() -> dict[str, list[Case]]:
     gen = torch.Generator().manual_seed(1234)
     return {"logits": logits_cases(gen), "generate": generate_cases(gen), "text": text_cases(random.Random(1234)),
-            "decode": []}
+            "decode": [], "tokenize": tokenize_cases(random.Random(99))}
 
 
 def build_real_grid() -> dict[str, list[Case]]:
@@ -297,6 +317,7 @@ def build_real_grid() -> dict[str, list[Case]]:
         "text": [TextCase("short-beams2", "real", texts=[random_text(random.Random(7), 200)], max_input_tokens=16384,
                           options=options(num_beams=2, max_length=10, no_repeat_ngram_size=3))],
         "decode": [],
+        "tokenize": [],
     }
 
 
@@ -565,6 +586,32 @@ def test_cli_prints_the_reference_pipeline_text(reference, tmp_path, monkeypatch
 @pytest.mark.slow
 def test_real_architecture_cli_prints_the_reference_pipeline_text(reference_real, tmp_path, monkeypatch):
     check_cli(reference_real, REAL_GRID["text"][0], tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("files", ["tokenizer.json", "vocab.json+merges.txt"])
+def test_tokenizer_equals_reference(reference, tmp_path, files):
+    """arxsum runs the `tokenizers` library directly: the same ids, truncation, decoding and size as
+    the seed pipeline's transformers tokenizer, from tokenizer.json or from vocab.json + merges.txt."""
+    case = GRID["tokenize"][0]
+    fmt = case.run_formats()[0]
+    expected = reference["tokenize"][case.key(fmt)]
+    directory = Path(reference["checkpoints"][case.checkpoint][fmt])
+    if files != "tokenizer.json":
+        for path in directory.iterdir():
+            if path.name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+                (tmp_path / path.name).write_bytes(path.read_bytes())
+        directory = tmp_path
+    tokenizer = load_tokenizer(directory)
+    assert len(tokenizer) == expected["size"]
+    assert [tokenizer.encode(t) for t in case.texts] == expected["ids"]
+    for n, ids in expected["truncated"].items():
+        assert [tokenizer.encode(t, max_length=int(n)) for t in case.texts] == ids, f"max_length {n}"
+    assert [tokenizer.decode(ids) for ids in case.decode_ids] == expected["decoded"]
+    # the cases show what they are for: special tokens matched in the text, cuts, specials dropped
+    assert any(4 in ids[1:-1] for ids in expected["ids"]) and any(0 in ids[1:-1] for ids in expected["ids"])
+    assert expected["truncated"]["8"] != expected["ids"] and all(len(i) <= 8 for i in expected["truncated"]["8"])
+    assert all(ids[-1] == 2 for ids in expected["truncated"]["3"])
+    assert "<" not in "".join(expected["decoded"])
 
 
 def test_text_is_decoded_without_clean_up(reference, loaded):

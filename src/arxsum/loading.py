@@ -145,18 +145,3 @@ def load_model(directory: Path, device: torch.device, dtype: torch.dtype) -> LSG
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
-
-
-def load_tokenizer(name_or_path: str | Path):
-    """The checkpoint's fast tokenizer (transformers), from tokenizer.json or vocab.json + merges.txt."""
-    directory = name_or_path if isinstance(name_or_path, Path) else resolve(str(name_or_path))
-    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.json")):
-        raise ModelLoadError(f"{directory} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)")
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    try:
-        return AutoTokenizer.from_pretrained(str(directory))
-    except Exception as e:
-        raise ModelLoadError(f"cannot load the tokenizer in {directory}: {type(e).__name__}: {e}") from None

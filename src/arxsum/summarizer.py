@@ -10,7 +10,8 @@ import torch
 
 from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search
 from arxsum.errors import ModelLoadError, OptionsError
-from arxsum.loading import load_model, load_tokenizer, resolve
+from arxsum.loading import load_model, resolve
+from arxsum.tokenizer import load_tokenizer
 
 DEFAULT_MODEL = "ccdv/lsg-bart-base-16384-arxiv"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -90,7 +91,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 class Summarizer:
-    """Load once, summarize many. `.model` is the nn.Module, `.tokenizer` a transformers fast tokenizer."""
+    """Load once, summarize many. `.model` is the nn.Module, `.tokenizer` an arxsum.tokenizer.Tokenizer."""
 
     def __init__(self, model, tokenizer, name: str, device: torch.device, dtype: torch.dtype):
         self.model = model
@@ -124,15 +125,15 @@ class Summarizer:
         return self.model.config.max_input_tokens
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return len(self.tokenizer.encode(text))
 
     def encode(self, text: str, max_input_tokens: int | None = None) -> Encoded:
         """Token ids, truncated by the tokenizer itself when longer than max_input_tokens."""
         limit = self.check_max_input_tokens(max_input_tokens)
-        ids = self.tokenizer(text)["input_ids"]
+        ids = self.tokenizer.encode(text)
         if len(ids) <= limit:
             return Encoded(ids, len(ids))
-        return Encoded(self.tokenizer(text, truncation=True, max_length=limit)["input_ids"], len(ids))
+        return Encoded(self.tokenizer.encode(text, max_length=limit), len(ids))
 
     def check_max_input_tokens(self, max_input_tokens: int | None) -> int:
         return input_token_limit(max_input_tokens, self.max_positions)
@@ -148,8 +149,7 @@ class Summarizer:
         return beam_search(self.model, ids.to(self.device), mask.to(self.device), options, self.special)
 
     def decode(self, token_ids: list[int]) -> str:
-        # Stated explicitly: transformers 4.x and 5.x default clean_up_tokenization_spaces differently.
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.tokenizer.decode(token_ids)
 
     def summarize_batch(self, texts: list[str], options: GenerationOptions = GenerationOptions(),
                         max_input_tokens: int | None = None) -> list[Summary]:

@@ -15,7 +15,9 @@ tests/test_parity.py) it
    - generate: `model.generate(input_ids, attention_mask, **options)` on token ids;
    - text: the seed pipeline, `tok.decode(model.generate(**tok(text, truncation=True, max_length=N),
      **options)[i], skip_special_tokens=True, clean_up_tokenization_spaces=False)`, plus the same
-     decode with clean-up, so the tests can show which one arxsum matches.
+     decode with clean-up, so the tests can show which one arxsum matches;
+   - tokenize: the tokenizer alone, `tok(text)`, `tok(text, truncation=True, max_length=N)`,
+     `tok.decode(ids, skip_special_tokens=True)` and `len(tok)`.
 
 Everything lands in OUT_DIR/results.pt (torch.save of plain lists, dicts and float32 tensors).
 """
@@ -166,7 +168,21 @@ def run_text(model, tokenizer, case: dict) -> dict:
 default_threads = torch.get_num_threads()
 
 
+def run_tokenize(tokenizer, case: dict) -> dict:
+    """The seed pipeline's tokenizer on its own: ids, truncated ids, decoded text, and its size."""
+    return {
+        "ids": [tokenizer(t)["input_ids"] for t in case["texts"]],
+        "truncated": {str(n): [tokenizer(t, truncation=True, max_length=n)["input_ids"] for t in case["texts"]]
+                      for n in case["max_lengths"]},
+        "decoded": [tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                    for ids in case["decode_ids"]],
+        "size": len(tokenizer),
+    }
+
+
 def run_case(kind: str, model, tokenizer, case: dict):
+    if kind == "tokenize":
+        return run_tokenize(tokenizer, case)
     if kind == "logits":
         return run_logits(model, case)
     if kind == "generate":
@@ -187,8 +203,8 @@ def main(spec_path: str, out_dir: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     out = Path(out_dir)
     tokenizer_dir = Path(spec["tokenizer_dir"])
-    results: dict = {"logits": {}, "generate": {}, "text": {}, "decode": {}, "checkpoints": {}, "seconds": {},
-                     "versions": versions()}
+    results: dict = {"logits": {}, "generate": {}, "text": {}, "decode": {}, "tokenize": {}, "checkpoints": {},
+                     "seconds": {}, "versions": versions()}
     for ckpt in spec["checkpoints"]:
         start = time.perf_counter()
         dirs = build_checkpoint(ckpt, tokenizer_dir, out)
@@ -197,7 +213,7 @@ def main(spec_path: str, out_dir: str) -> None:
             model = LSGBartForConditionalGeneration.from_pretrained(directory).eval()
             tokenizer = AutoTokenizer.from_pretrained(directory)
             key = f"{ckpt['name']}/{fmt}"
-            for kind in ("logits", "generate", "text", "decode"):
+            for kind in ("logits", "generate", "text", "decode", "tokenize"):
                 for case in spec.get(kind, []):
                     if case["checkpoint"] == ckpt["name"] and fmt in case.get("formats", [fmt]):
                         results[kind][f"{key}/{case['name']}"] = run_case(kind, model, tokenizer, case)

@@ -121,18 +121,19 @@ class TokenCounter:
         tokenizer = self._load()
         if tokenizer is None:
             return None
-        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+        return len(tokenizer.encode(text))
 
     def _load(self):
         if self._tokenizer is None and not self._failed:
             try:
-                from arxsum.loading import load_tokenizer
+                from arxsum.loading import resolve
+                from arxsum.tokenizer import load_tokenizer
 
                 if self.model is None:
                     from arxsum.summarizer import DEFAULT_MODEL  # its one source of truth
 
                     self.model = DEFAULT_MODEL
-                self._tokenizer = load_tokenizer(self.model)
+                self._tokenizer = load_tokenizer(resolve(self.model))
             except Exception as e:  # noqa: BLE001 - any failure only costs the token counts
                 self._failed = True
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
