@@ -134,6 +134,71 @@ def test_local_attention_equals_the_windows_of_the_reference(builds, dtype, batc
     torch.testing.assert_close(got.double(), want, **TOLERANCE[dtype])
 
 
+def layer_inputs(layer, batch: int, rows: int, keys: int, pos: int, gen: torch.Generator):
+    """x, the documents' keys and values, a padded mask, caches with random histories and an ancestry."""
+    h, d = layer.self_attn.num_heads, 64
+    n = batch * rows
+    x = torch.randn(n, h * d, generator=gen)
+    k, v = (torch.randn(batch, h, keys, d, generator=gen) for _ in range(2))
+    mask = torch.zeros(batch, keys)
+    mask[-1, keys // 2:] = torch.finfo(torch.float32).min
+    cache_k, cache_v = (torch.randn(pos + 3, n, h, d, generator=gen) for _ in range(2))
+    ancestry = torch.cat([torch.randint(0, n, (pos, n), generator=gen), torch.arange(n)[None]])
+    return x, k, v, mask, cache_k, cache_v, ancestry
+
+
+def torch_layer_step(layer, x, k, v, mask, cache_k, cache_v, ancestry, pos, dtype):
+    """The layer's own torch code in `dtype` on each row's history gathered into a plain cache ->
+    (output, this step's keys and values)."""
+    layer = copy.deepcopy(layer).to(dtype)
+    layer.kernels = None
+    at = torch.arange(pos + 1)[:, None]
+    plain = [c[at, ancestry].to(dtype).clone() for c in (cache_k, cache_v)]
+    cross = (k.transpose(-1, -2).contiguous().to(dtype), v.to(dtype))
+    out = layer(x[:, None].to(dtype), cross, mask[:, None, None].to(dtype), tuple(plain), pos)[:, 0]
+    return out, plain[0][pos], plain[1][pos]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("activation,batch,rows,ffn,pos", [("gelu", 1, 5, 3072, 40), ("gelu_new", 2, 5, 100, 0),
+                                                           ("relu", 2, 10, 64, 7), ("silu", 1, 1, 80, 3),
+                                                           ("tanh", 3, 2, 48, 1)])
+def test_decoder_layer_equals_the_layers_torch_code(builds, dtype, activation, batch, rows, ffn, pos):
+    """One kernels call per layer and step: the projections, self-attention over each row's history,
+    cross-attention (10 beams: in chunks of 8), feed-forward and norms, and this step's keys and
+    values written into the caches' slots; as close to float64 as the layer's torch code is."""
+    from arxsum.model import DecoderLayer
+
+    config = LSGBartConfig.from_dict(real_architecture_config(vocab_size=100, d_model=128, decoder_attention_heads=2, encoder_attention_heads=2,
+                                                              decoder_ffn_dim=ffn, activation_function=activation))
+    gen = torch.Generator().manual_seed(ffn + pos)
+    layer = DecoderLayer(config).eval()
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.1 if "weight" in name and p.dim() == 2 else 0.5)
+                    + (1.0 if "norm.weight" in name else 0.0))
+    x, k, v, mask, cache_k, cache_v, ancestry = layer_inputs(layer, batch, rows, 300, pos, gen)
+    with torch.inference_mode():
+        exact, exact_k, exact_v = torch_layer_step(layer, x, k, v, mask, cache_k, cache_v, ancestry, pos, torch.float64)
+        plain, _, _ = torch_layer_step(layer, x, k, v, mask, cache_k, cache_v, ancestry, pos, dtype)
+        fast_layer = copy.deepcopy(layer).to(dtype)
+        for lin in (fast_layer.self_attn.q_proj, fast_layer.self_attn.k_proj, fast_layer.self_attn.v_proj,
+                    fast_layer.self_attn.out_proj, fast_layer.encoder_attn.q_proj, fast_layer.encoder_attn.out_proj,
+                    fast_layer.fc1, fast_layer.fc2):
+            lin.tiled = builds.tile(lin.weight)
+        weights = builds.layer_weights(fast_layer)
+        ck, cv = cache_k.to(dtype), cache_v.to(dtype)
+        got = builds.decoder_layer(weights, x.to(dtype), (builds.tile(k.to(dtype)), builds.tile_values(v.to(dtype))),
+                                   mask.to(dtype), ck, cv, ancestry, pos)
+    assert got.dtype == dtype and got.shape == x.shape
+    error = (got.double() - exact).abs().max().item()
+    assert error <= max(2 * (plain.double() - exact).abs().max().item(), 1e-5), error
+    for written, want in ((ck[pos], exact_k), (cv[pos], exact_v)):
+        torch.testing.assert_close(written.double(), want, **TOLERANCE[dtype])
+    untouched = torch.arange(ck.shape[0]) != pos
+    assert torch.equal(ck[untouched], cache_k.to(dtype)[untouched])
+
+
 def test_unexpected_inputs_are_refused_not_crashed(kernels):
     x, w = torch.randn(5, 64), torch.randn(70, 64)
     with pytest.raises(ValueError, match="linear"):
@@ -143,6 +208,23 @@ def test_unexpected_inputs_are_refused_not_crashed(kernels):
     q, k = torch.randn(1, 2, 5, 32), torch.randn(1, 2, 100, 32)
     with pytest.raises(ValueError, match="cross_attention"):
         kernels.cross_attention(q, cpukernels.tile(k), k, None)  # 32-wide heads
+    from arxsum.model import DecoderLayer
+
+    layer = DecoderLayer(LSGBartConfig.from_dict(real_architecture_config(
+        vocab_size=100, d_model=128, decoder_attention_heads=2, encoder_attention_heads=2, decoder_ffn_dim=64)))
+    for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.out_proj,
+                layer.encoder_attn.q_proj, layer.encoder_attn.out_proj, layer.fc1, layer.fc2):
+        lin.tiled = kernels.tile(lin.weight.detach())
+    weights = kernels.layer_weights(layer)
+    x, k, v, mask, cache_k, cache_v, ancestry = layer_inputs(layer, 1, 5, 100, 4, torch.Generator().manual_seed(0))
+    cross = (kernels.tile(k), kernels.tile_values(v))
+    with pytest.raises(ValueError, match="decoder_layer"):  # the step past the caches' end
+        kernels.decoder_layer(weights, x, cross, mask, cache_k, cache_v, ancestry, cache_k.shape[0])
+    ancestry[2, 1] = 5  # a row that does not exist
+    with pytest.raises(ValueError, match="decoder_layer"):
+        kernels.decoder_layer(weights, x, cross, mask, cache_k, cache_v, ancestry, 4)
+    layer.activation = "mish"  # nothing decoder_layer knows: the layer keeps torch's code
+    assert kernels.layer_weights(layer) is None
 
 
 def test_switched_off_by_environment(fresh, monkeypatch):

@@ -33,6 +33,26 @@ MAX_ROWS = 8  # rows the kernels keep in registers; more are done in chunks of 8
 HEAD_DIM = 64
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared"]
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+# the decoder's activation functions (model.ACTIVATIONS) as cpukernels.c's decoder_layer codes them
+ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "relu": 3, "silu": 4, "swish": 4, "tanh": 5}
+LAYER_TENSORS = ("q_w", "q_b", "k_w", "k_b", "v_w", "v_b", "o_w", "o_b", "ln1_w", "ln1_b", "cq_w", "cq_b",
+                 "co_w", "co_b", "ln2_w", "ln2_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "ln3_w", "ln3_b")
+
+
+class _Layer(ctypes.Structure):  # layer_t in cpukernels.c
+    _fields_ = [(name, ctypes.c_void_p) for name in LAYER_TENSORS] + [
+        ("heads", ctypes.c_int), ("ffn", ctypes.c_int), ("activation", ctypes.c_int), ("eps", ctypes.c_float)]
+
+
+class LayerWeights:
+    """A decoder layer's parameters as decoder_layer reads them: the projections tiled (CpuKernels.tile),
+    biases and LayerNorms as they are. Holds the tensors that its C struct points into."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], heads: int, ffn: int, activation: int, eps: float):
+        self.tensors = tensors
+        self.dtype = tensors["q_b"].dtype
+        self.width = heads * HEAD_DIM
+        self.struct = _Layer(*(t.data_ptr() for t in tensors.values()), heads, ffn, activation, eps)
 
 _state: dict = {}
 
@@ -157,6 +177,9 @@ class CpuKernels:
         lib.self_attention.restype = None
         lib.local_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int]
         lib.local_attention.restype = None
+        lib.decoder_layer.argtypes = [ctypes.POINTER(_Layer), ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + \
+            [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2
+        lib.decoder_layer.restype = None
         lib.has_dp.restype = ctypes.c_int
         self.pairs = bool(lib.has_dp())  # bf16 keys in pair tiles, for AVX512-BF16
 
@@ -262,6 +285,58 @@ class CpuKernels:
         out = torch.empty_like(q)
         self.lib.local_attention(_ptr(q), _ptr(k), _ptr(v), _ptr(mask), _ptr(out), b, width // HEAD_DIM,
                                  num_global, nb, block_size, HEAD_DIM ** -0.5, DTYPES[q.dtype])
+        return out
+
+    def layer_weights(self, layer) -> LayerWeights | None:
+        """model.DecoderLayer -> what decoder_layer reads, or None where it cannot run that layer (heads
+        not 64 wide, an activation it does not know). Call once the model has its device and dtype."""
+        sa, ca = layer.self_attn, layer.encoder_attn
+        norms = (layer.self_attn_layer_norm, layer.encoder_attn_layer_norm, layer.final_layer_norm)
+        linears = (sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj, ca.q_proj, ca.out_proj, layer.fc1, layer.fc2)
+        dtype = sa.q_proj.weight.dtype
+        if (sa.head_dim != HEAD_DIM or ca.head_dim != HEAD_DIM or sa.num_heads != ca.num_heads
+                or layer.activation not in ACTIVATIONS or dtype not in DTYPES
+                or any(lin.bias is None for lin in linears) or len({n.eps for n in norms}) != 1
+                or any(n.weight is None or n.bias is None for n in norms)):
+            return None
+        names = iter(LAYER_TENSORS)
+        tensors = {}
+        for group in ((sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj), (norms[0],), (ca.q_proj, ca.out_proj),
+                      (norms[1],), (layer.fc1, layer.fc2), (norms[2],)):
+            for module in group:
+                weight = module.weight
+                if isinstance(module, torch.nn.Linear):  # its tiled copy, made by use_kernels, shared
+                    weight = module.tiled if getattr(module, "tiled", None) is not None else self.tile(weight)
+                tensors[next(names)] = weight.detach().contiguous()
+                tensors[next(names)] = module.bias.detach().contiguous()
+        return LayerWeights(tensors, sa.num_heads, layer.fc1.out_features, ACTIVATIONS[layer.activation],
+                            norms[0].eps)
+
+    def decoder_layer(self, weights: LayerWeights, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor],
+                      mask: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, ancestry: torch.Tensor,
+                      pos: int) -> torch.Tensor:
+        """One decoder layer for one token per row: x (N, D) at position pos -> (N, D). cross: the
+        documents' keys and values (tile, tile_values), mask (B, S) additive; caches (max_len, N, H,
+        64) and ancestry as self_attention takes them, ancestry's row pos filled: this step's keys
+        and values are written into the caches' slots at pos."""
+        keys, values = cross
+        n, width = x.shape
+        b, s = mask.shape
+        h = width // HEAD_DIM
+        pairs = values.dim() == 5
+        _check(width == weights.width and x.dtype == weights.dtype and n % b == 0
+               and keys.shape == (b, h, -(-s // TILE), HEAD_DIM, TILE)
+               and values.shape == ((b, h, -(-s // 2), HEAD_DIM, 2) if pairs else (b, h, s, HEAD_DIM))
+               and pairs == self._in_pairs(x.dtype) and keys.is_contiguous() and values.is_contiguous()
+               and mask.is_contiguous() and keys.dtype == values.dtype == mask.dtype == x.dtype
+               and cache_k.shape == cache_v.shape and cache_k.shape[1:] == (n, h, HEAD_DIM)
+               and 0 <= pos < cache_k.shape[0] and cache_k.is_contiguous() and cache_v.is_contiguous()
+               and cache_k.dtype == cache_v.dtype == x.dtype and ancestry.dtype == torch.int64
+               and ancestry.is_contiguous() and ancestry.shape[1:] == (n,) and ancestry.shape[0] > pos
+               and _within(ancestry[: pos + 1], n), "decoder_layer", x, keys, values, mask, cache_k)
+        out = x.contiguous().clone()
+        self.lib.decoder_layer(ctypes.byref(weights.struct), _ptr(out), n, b, _ptr(keys), _ptr(values), _ptr(mask),
+                               s, _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), pos, DTYPES[x.dtype])
         return out
 
     def self_check(self) -> None:

@@ -138,7 +138,7 @@ class DecoderState:
         rows = input_ids.shape[0] * num_beams
         self.caches = model.new_caches(rows, max_length)  # per layer: (max_len, N, H, hd)
         self.length = 0  # positions filled in the caches
-        if self.follows_ancestry and all(layer.kernels is not None for layer in model.model.decoder.layers):
+        if self.follows_ancestry and all(layer.fused is not None for layer in model.model.decoder.layers):
             self.ancestry = torch.empty(max_length, rows, dtype=torch.long, device=input_ids.device)
             self.spare = None
         else:

@@ -368,6 +368,7 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
         self.activation = config.activation_function
         self.kernels = None  # set by LSGBartForConditionalGeneration.use_kernels
+        self.fused = None  # the layer's weights for kernels.decoder_layer (cpukernels.LayerWeights), likewise
 
     def forward(self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor], cross_mask: torch.Tensor,
                 cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor) -> torch.Tensor:
@@ -377,8 +378,16 @@ class DecoderLayer(nn.Module):
         of each document;
         cross_mask (B, 1, 1, S) additive; cache: self-attention keys and values (max_len, N, H, hd)
         written at [start, start + L), or None to attend causally within x alone, or an AncestryCache
-        (one token per row); start: an int, or a 0-d tensor for the fixed shapes of CUDA graphs.
+        (one token per row: the whole layer is one kernels.decoder_layer call); start: an int, or a 0-d
+        tensor for the fixed shapes of CUDA graphs.
         """
+        if isinstance(cache, AncestryCache):
+            if x.shape[1] != 1:
+                raise ValueError("an AncestryCache takes one token per row and step")
+            out = self.kernels.decoder_layer(self.fused, x.view(x.shape[0], -1), cross,
+                                             cross_mask.view(cross_mask.shape[0], -1), cache.keys, cache.values,
+                                             cache.ancestry, start)
+            return out.view(x.shape)
         x = self.self_attn_layer_norm(x + self._self_attention(x, cache, start))
         x = self.encoder_attn_layer_norm(x + self._cross_attention(x, cross, cross_mask))
         x = self.final_layer_norm(x + self.fc2(self.fc1(x, self.activation)))
@@ -389,14 +398,6 @@ class DecoderLayer(nn.Module):
         q = attn.split_heads(attn.q_proj(x))
         k, v = attn.project_kv(x)
         length = x.shape[1]
-        if isinstance(cache, AncestryCache):  # CPU kernels
-            if length != 1:
-                raise ValueError("an AncestryCache takes one token per row and step")
-            cache.keys[start] = k[:, :, 0]
-            cache.values[start] = v[:, :, 0]
-            ctx = self.kernels.self_attention(q[:, :, 0] * attn.head_dim ** -0.5, cache.keys, cache.values,
-                                              cache.ancestry[: start + 1])
-            return attn.out_proj(ctx.view(x.shape))
         if isinstance(start, torch.Tensor):  # static shapes, for CUDA graphs: one token at a position
             return attn.out_proj(attn.merge_heads(self._static_self_attention(q, k, v, cache, start)))
         if cache is not None:  # cache layout (max_len, N, H, hd): a step writes one contiguous slab
@@ -495,8 +496,9 @@ class LSGBartForConditionalGeneration(nn.Module):
 
     def use_kernels(self, kernels) -> None:
         """Route the decoding step's few-row products through `kernels` (cpukernels.CpuKernels), or
-        back to torch with None: the decoder's projections and feed-forward, its self- and
-        cross-attention (64-wide heads) and the LM head; and the encoder's LSG attention. They keep
+        back to torch with None: each decoder layer's step as one call (64-wide heads; its
+        projections, self- and cross-attention, feed-forward and norms), the LM head, and the
+        encoder's LSG attention. They keep
         copies of those weights in their own layout (+0.35 GB in float32): call this once the model
         has its device and dtype."""
         self.kernels = kernels
@@ -511,6 +513,7 @@ class LSGBartForConditionalGeneration(nn.Module):
                            layer.fc1, layer.fc2):
                 linear.kernels = kernels
                 linear.tiled = None if kernels is None else kernels.tile(linear.weight)
+            layer.fused = kernels.layer_weights(layer) if heads_fit else None
         self._lm_head_tiled = None if kernels is None else kernels.tile(self._lm_head_weight())
 
     def use_packed_weights(self, enabled: bool = True) -> bool:
