@@ -53,6 +53,22 @@ def fresh(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.mark.parametrize("width", [64, 161])
+def test_pair_tiles_hold_each_rows_pairs(kernels, width):
+    """tile() in pairs: [tile, p, j, e] = row 64 * tile + j's element 2p + e, zero past the rows and
+    the width; the same from a strided view (the keys as split_heads leaves them) as from a copy."""
+    if not kernels.pairs:
+        pytest.skip("this CPU has no AVX512-BF16: no pair tiles")
+    x = torch.randn(2, 100, 3 * width).bfloat16()
+    view = x.view(2, 100, 3, width).transpose(1, 2)  # (2, 3, 100, width), rows 3 * width apart
+    got = kernels.tile(view)
+    assert torch.equal(got, kernels.tile(view.contiguous()))
+    padded = torch.zeros(2, 3, 128, width + width % 2, dtype=torch.bfloat16)
+    padded[:, :, :100, :width] = view
+    want = padded.view(2, 3, 2, 64, -1, 2).transpose(3, 4).reshape(2, 3, 2, -1, 64)
+    assert got.shape == want.shape and torch.equal(got, want)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows,width,out,bias", [(1, 64, 64, True), (5, 768, 3072, True), (8, 96, 70, False),
                                                  (13, 96, 129, True), (5, 3072, 768, True), (5, 768, 1001, False),

@@ -195,6 +195,12 @@ class CpuKernels:
         if not self._in_pairs(w.dtype):
             return tile(w)
         o, i = w.shape[-2:]
+        if i % 2 == 0 and w.stride(-1) == 1 and all(st % 2 == 0 for st in w.stride()[:-1]) \
+                and w.storage_offset() % 2 == 0:
+            # a pair of bf16 elements is one int32: the pair tiles are the int32 view's plain tiles
+            # (torch's copy moves 4-byte elements ~5x faster than 2-byte pairs: cross K at 16k tokens)
+            tiled = tile(w.view(torch.int32))
+            return tiled.view(torch.bfloat16).view(*tiled.shape[:-2], i, TILE)
         w = F.pad(w, (0, i % 2, 0, -o % TILE))
         pairs = w.unflatten(-2, (-1, TILE)).unflatten(-1, (-1, 2)).transpose(-2, -3).contiguous()
         return pairs.view(*pairs.shape[:-3], -1, TILE)  # (..., tiles, I', 64)
