@@ -176,6 +176,10 @@ static void tile_any(int R, int bf16, const float *x, int in, const void *w, int
 static inline float elem(const void *p, size_t k, int bf16) { /* p[k] as float32 */
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[k]) : ((const float *)p)[k];
 }
+static inline void set_elem(void *p, size_t k, float y, int bf16) { /* p[k] = y, rounded for bf16 */
+    if (bf16) ((uint16_t *)p)[k] = f32_to_bf16(y);
+    else ((float *)p)[k] = y;
+}
 static inline vf vload(const void *p, size_t k, int bf16) { /* p[k .. k + 16) as float32 */
     return bf16 ? load_bf16((const uint16_t *)p + k) : load_f32((const float *)p + k);
 }
@@ -260,9 +264,7 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
             for (int r = 0; r < R; r++) {
                 for (int j = 0; j < n; j++) {
                     float y = rf[r * TILE + j] + (bias ? elem(bias, o0 + j, bf16) : 0.f);
-                    size_t k = (size_t)r * out_features + o0 + j;
-                    if (bf16) ((uint16_t *)out)[k] = f32_to_bf16(y);
-                    else ((float *)out)[k] = y;
+                    set_elem(out, (size_t)r * out_features + o0 + j, y, bf16);
                 }
             }
         }
@@ -689,9 +691,7 @@ static void add_layer_norm(void *x, const void *a, int N, int D, const void *w, 
         for (int i = 0; i < D; i++) sq += (s[i] - mean) * (s[i] - mean);
         const float rstd = (float)(1.0 / __builtin_sqrt(sq / D + eps)), m = (float)mean;
         for (int i = 0; i < D; i++) {
-            float y = (s[i] - m) * rstd * elem(w, i, bf16) + elem(b, i, bf16);
-            if (bf16) ((uint16_t *)x)[o + i] = f32_to_bf16(y);
-            else ((float *)x)[o + i] = y;
+            set_elem(x, o + i, (s[i] - m) * rstd * elem(w, i, bf16) + elem(b, i, bf16), bf16);
         }
     }
     free(s);
@@ -766,11 +766,7 @@ void decoder_layer(const layer_t *L, void *x, int N, int B, const void *cross_k,
     linear_n(x, N, D, L->fc1_w, L->fc1_b, F, h, bf16);
     size_t k = 0;
     for (; k + 16 <= (size_t)N * F; k += 16) vstore(h, k, activate(vload(h, k, bf16), L->activation), bf16);
-    for (; k < (size_t)N * F; k++) {
-        float y = activate(splat(elem(h, k, bf16)), L->activation)[0];
-        if (bf16) ((uint16_t *)h)[k] = f32_to_bf16(y);
-        else ((float *)h)[k] = y;
-    }
+    for (; k < (size_t)N * F; k++) set_elem(h, k, activate(splat(elem(h, k, bf16)), L->activation)[0], bf16);
     linear_n(h, N, F, L->fc2_w, L->fc2_b, D, a, bf16);
     add_layer_norm(x, a, N, D, L->ln3_w, L->ln3_b, L->eps, bf16);
     free(q), free(ctx), free(a), free(h), free(qx), free(cx);
