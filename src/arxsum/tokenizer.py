@@ -52,15 +52,17 @@ def load_tokenizer(directory: Path) -> Tokenizer:
     from tokenizers import Tokenizer as Backend
 
     config = _read_json(directory / "tokenizer_config.json")
+    prefix = bool(config.get("add_prefix_space", False))
     try:
+        special = _special_tokens(directory, config)
         if (directory / "tokenizer.json").is_file():
             backend = Backend.from_file(str(directory / "tokenizer.json"))
         elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-            backend = _from_vocab_and_merges(directory, config)
+            backend = _from_vocab_and_merges(directory, special, prefix)
         else:
             raise ModelLoadError(f"{directory} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)")
-        _set_prefix_space(backend, bool(config.get("add_prefix_space", False)), bool(config.get("trim_offsets", True)))
-        _add_missing_special_tokens(backend, _special_tokens(directory, config))
+        _set_prefix_space(backend, prefix, bool(config.get("trim_offsets", True)))
+        _add_missing_special_tokens(backend, special)
     except ModelLoadError:
         raise
     except Exception as e:  # tokenizers raises plain Exceptions on malformed files
@@ -90,16 +92,15 @@ def _special_tokens(directory: Path, config: dict) -> dict[str, dict]:
     return tokens
 
 
-def _from_vocab_and_merges(directory: Path, config: dict):
-    """transformers' RobertaConverter (what BartTokenizerFast runs on these files), then the special tokens."""
+def _from_vocab_and_merges(directory: Path, special: dict[str, dict], prefix: bool):
+    """transformers' RobertaConverter (what BartTokenizerFast runs on these files); the special tokens
+    are registered by load_tokenizer, as for tokenizer.json."""
     from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
 
     vocab, merges = BPE.read_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
     backend = Tokenizer(BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="",
                             fuse_unk=False))
-    prefix = bool(config.get("add_prefix_space", False))
-    special = _special_tokens(directory, config)
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix)
     backend.decoder = decoders.ByteLevel()
     sep, cls = special["sep_token"]["content"], special["cls_token"]["content"]
