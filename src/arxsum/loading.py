@@ -1,4 +1,5 @@
-"""Config, weights and tokenizer from a local directory in the hub's layout, or a hub id.
+"""Config and weights from a local directory in the hub's layout, or a hub id (whose download also
+brings the tokenizer files that tokenizer.py reads).
 
 Keys are mapped by hand and loudly: every missing or unexpected key is named in the error.
 """
