@@ -197,12 +197,7 @@ def test_decoder_layer_equals_the_layers_torch_code(builds, dtype, activation, b
     with torch.inference_mode():
         exact, exact_k, exact_v = torch_layer_step(layer, x, k, v, mask, cache_k, cache_v, ancestry, pos, torch.float64)
         plain, _, _ = torch_layer_step(layer, x, k, v, mask, cache_k, cache_v, ancestry, pos, dtype)
-        fast_layer = copy.deepcopy(layer).to(dtype)
-        for lin in (fast_layer.self_attn.q_proj, fast_layer.self_attn.k_proj, fast_layer.self_attn.v_proj,
-                    fast_layer.self_attn.out_proj, fast_layer.encoder_attn.q_proj, fast_layer.encoder_attn.out_proj,
-                    fast_layer.fc1, fast_layer.fc2):
-            lin.tiled = builds.tile(lin.weight)
-        weights = builds.layer_weights(fast_layer)
+        weights = builds.layer_weights(copy.deepcopy(layer).to(dtype))  # its projections tiled by itself
         ck, cv = cache_k.to(dtype), cache_v.to(dtype)
         got = builds.decoder_layer(weights, x.to(dtype), (builds.tile(k.to(dtype)), builds.tile_values(v.to(dtype))),
                                    mask.to(dtype), ck, cv, ancestry, pos)
@@ -228,9 +223,6 @@ def test_unexpected_inputs_are_refused_not_crashed(kernels):
 
     layer = DecoderLayer(LSGBartConfig.from_dict(real_architecture_config(
         vocab_size=100, d_model=128, decoder_attention_heads=2, encoder_attention_heads=2, decoder_ffn_dim=64)))
-    for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.out_proj,
-                layer.encoder_attn.q_proj, layer.encoder_attn.out_proj, layer.fc1, layer.fc2):
-        lin.tiled = kernels.tile(lin.weight.detach())
     weights = kernels.layer_weights(layer)
     x, k, v, mask, cache_k, cache_v, ancestry = layer_inputs(layer, 1, 5, 100, 4, torch.Generator().manual_seed(0))
     cross = (kernels.tile(k), kernels.tile_values(v))
