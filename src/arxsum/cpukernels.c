@@ -104,15 +104,12 @@ static inline float hmax(vf v) {
     return m;
 }
 
-/* sc[0..n) <- exp(sc - max): the softmax numerators, in place; returns 1 / their sum. */
-static float softmax_numerators(float *sc, int n) {
-    vf m = splat(-3.4028234663852886e38f);
-    int s = 0;
-    for (; s + 16 <= n; s += 16) m = vmax(m, load_f32(sc + s));
-    float mx = hmax(m);
-    for (; s < n; s++) mx = sc[s] > mx ? sc[s] : mx;
+/* sc[0..n) <- exp(sc - mx): the softmax numerators, in place, mx being the row's maximum; returns
+ * 1 / their sum. */
+static float numerators(float *sc, int n, float mx) {
     vf sum = (vf){0};
-    for (s = 0; s + 16 <= n; s += 16) {
+    int s = 0;
+    for (; s + 16 <= n; s += 16) {
         vf e = vexp(load_f32(sc + s) - mx);
         store_f32(sc + s, e);
         sum += e;
@@ -123,6 +120,16 @@ static float softmax_numerators(float *sc, int n) {
         tot += sc[s];
     }
     return 1.0f / tot;
+}
+
+/* the same with the row's maximum found first */
+static float softmax_numerators(float *sc, int n) {
+    vf m = splat(-3.4028234663852886e38f);
+    int s = 0;
+    for (; s + 16 <= n; s += 16) m = vmax(m, load_f32(sc + s));
+    float mx = hmax(m);
+    for (; s < n; s++) mx = sc[s] > mx ? sc[s] : mx;
+    return numerators(sc, n, mx);
 }
 
 /* ---- rows x tiled matrix: out[r][o] = sum_i x[r][i] * W[o][i] (+ bias[o]), x float32 ------------ */
@@ -281,11 +288,11 @@ static void pv_pairs(int R, const uint32_t *p32, int S2, const uint32_t *vp, vf 
 }
 #endif
 
-/* tot (R, 64) += P V: p (R, S) float32 probabilities, rows S apart; vp (S, 64) values (bf16 widened).
+/* tot (R, 64) += P V: p (R, S) float32 probabilities, rows lda apart; vp (S, 64) values (bf16 widened).
  * Summed in blocks of 4 x BLOCK keys. Its own function, specialised per R: inlined into
  * cross_attention beside the pairs' path, GCC made this loop ~10% slower. */
-static inline __attribute__((always_inline)) void pv_plain_n(const int R, const float *p, int S, const char *vp,
-                                                             int bf16, vf tot[][4]) {
+static inline __attribute__((always_inline)) void pv_plain_n(const int R, const float *p, int S, size_t lda,
+                                                             const char *vp, int bf16, vf tot[][4]) {
     vf acc[MAXR][4];
     for (int s0 = 0; s0 < S; s0 += 4 * BLOCK) {
         int s1 = s0 + 4 * BLOCK < S ? s0 + 4 * BLOCK : S;
@@ -296,7 +303,7 @@ static inline __attribute__((always_inline)) void pv_plain_n(const int R, const 
             vf v0 = vload(vp, row, bf16), v1 = vload(vp, row + 16, bf16), v2 = vload(vp, row + 32, bf16),
                v3 = vload(vp, row + 48, bf16);
             for (int r = 0; r < R; r++) {
-                vf w = splat(p[(size_t)r * S + s]);
+                vf w = splat(p[r * lda + s]);
                 acc[r][0] += w * v0, acc[r][1] += w * v1, acc[r][2] += w * v2, acc[r][3] += w * v3;
             }
         }
@@ -305,7 +312,7 @@ static inline __attribute__((always_inline)) void pv_plain_n(const int R, const 
     }
 }
 static void pv_plain(int R, const float *p, int S, const char *vp, int bf16, vf tot[][4]) {
-#define CASE(n) case n: pv_plain_n(n, p, S, vp, bf16, tot); break;
+#define CASE(n) case n: pv_plain_n(n, p, S, S, vp, bf16, tot); break;
     switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
 #undef CASE
 }
@@ -452,196 +459,254 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
  * tokens, then nb blocks of bs tokens. Block i's queries see the G globals and blocks i-1, i, i+1
  * (missing neighbours of the first and last blocks are skipped: the reference gives them a finfo.min
  * mask, which makes their weight exactly 0); the globals see all S tokens. mask (B, S) float32,
- * additive. One task per (document, head, block) and per (document, head) for the globals: its keys
- * and values are packed once into the thread's buffers, then its queries go in chunks of QCHUNK.
+ * additive.
+ *
+ * A (document, head) at a time: its keys and values are packed once into the layouts the products
+ * read (pack_head), in segments: the globals, then each block, each segment padded to a multiple of
+ * SEG keys (zeros under a -inf mask), ~4 MB that the cache keeps for its tasks. Any task's window is
+ * then the globals' segment and one run of block segments. One task per block and one for the
+ * globals; its queries go in chunks of QCHUNK, MR rows at a time. (Packing each task's window
+ * itself, three blocks' worth, cost ~10% more in bf16 and float32.)
  *
  * Products: bf16 with AVX512-BF16 uses vdpbf16ps on pairs (float32 sums; the probabilities are
- * rounded to bf16 before the values' product, as torch's flash attention does); otherwise float32
- * FMAs (bf16 inputs widened). Scores, softmax and sums are float32.
+ * rounded to bf16 before the values' product, as torch's flash attention does; the scores are kept
+ * in log2 units for vexp2, ~5% faster than exp); otherwise float32 FMAs (bf16 inputs widened).
+ * Scores, softmax and sums are float32.
  */
 #define QCHUNK 64
-#define KGROUPS 4 /* 16-key groups per score micro-tile: the window is padded to a multiple of 64 */
+#define KGROUPS 4 /* 16-key groups per score micro-tile */
+#define SEG (16 * KGROUPS)
 #define MR 6      /* query rows per micro-tile */
 
 typedef struct {
-    int D, wp;           /* row width (heads x 64), padded window */
+    int wp, gp, local0;  /* the window's keys (a multiple of SEG); the globals' segment; the packed index
+                          * of its first block segment */
     const float *maskw;  /* (wp) the window's mask, -inf on padding */
     float scale;
+    const void *keys, *values; /* the head's packed keys and values (pack_head) */
 } window_t;
 
-/* scores of row m, keys of group g (16 of them): the products scaled, plus the window's mask */
-static inline void score_out(const window_t *w, float *sc, int m, int g, vf products) {
-    store_f32(sc + (size_t)m * w->wp + g * 16, products * w->scale + load_f32(w->maskw + g * 16));
+/* scores of row m, keys of group g (16 of them): the products scaled, plus the window's mask; mx[m]
+ * keeps the row's running maximum */
+static inline void score_out(const window_t *w, float *sc, vf *mx, int m, int g, vf products) {
+    vf y = products * w->scale + load_f32(w->maskw + g * 16);
+    store_f32(sc + (size_t)m * w->wp + g * 16, y);
+    mx[m] = vmax(mx[m], y);
 }
 
-/* float32 mode: kf (wp/16, 64, 16) keys; qf (rows, 64); scores (rows, wp) */
+/* float32: kf (KGROUPS, 64, 16) the keys of groups j0 .. j0 + KGROUPS; qf (rows, 64); scores (rows, wp) */
 static inline __attribute__((always_inline)) void qk_f32(const int R, const float *qf, const float *kf,
-                                                         const window_t *w, float *sc, int j0) {
+                                                         const window_t *w, float *sc, vf *mx, int j0) {
     vf acc[MR][KGROUPS];
     for (int m = 0; m < R; m++)
         for (int j = 0; j < KGROUPS; j++) acc[m][j] = (vf){0};
     for (int d = 0; d < HEAD_DIM; d++) {
         vf b[KGROUPS];
-        for (int j = 0; j < KGROUPS; j++) b[j] = load_f32(kf + ((size_t)(j0 + j) * HEAD_DIM + d) * 16);
+        for (int j = 0; j < KGROUPS; j++) b[j] = load_f32(kf + ((size_t)j * HEAD_DIM + d) * 16);
         for (int m = 0; m < R; m++) {
             vf a = splat(qf[m * HEAD_DIM + d]);
             for (int j = 0; j < KGROUPS; j++) acc[m][j] += a * b[j];
         }
     }
     for (int m = 0; m < R; m++)
-        for (int j = 0; j < KGROUPS; j++) score_out(w, sc, m, j0 + j, acc[m][j]);
+        for (int j = 0; j < KGROUPS; j++) score_out(w, sc, mx, m, j0 + j, acc[m][j]);
 }
 
 #if HAVE_DP
-/* bf16 pairs: kp (wp/16, 32, 16) uint32 = keys' (d, d+1) pairs; q32 rows of (32) pairs, D/2 apart */
-static inline __attribute__((always_inline)) void qk_dp(const int R, const uint32_t *q32, const uint32_t *kp,
-                                                        const window_t *w, float *sc, int j0) {
+/* bf16 pairs: kp (KGROUPS, 32, 16) uint32, the keys' (d, d+1) pairs; q32 rows of 32 pairs, ldq apart */
+static inline __attribute__((always_inline)) void qk_dp(const int R, const uint32_t *q32, size_t ldq,
+                                                        const uint32_t *kp, const window_t *w, float *sc, vf *mx,
+                                                        int j0) {
     __m512 acc[MR][KGROUPS];
     for (int m = 0; m < R; m++)
         for (int j = 0; j < KGROUPS; j++) acc[m][j] = _mm512_setzero_ps();
     for (int p = 0; p < HEAD_DIM / 2; p++) {
         __m512bh b[KGROUPS];
         for (int j = 0; j < KGROUPS; j++)
-            b[j] = (__m512bh)_mm512_loadu_si512(kp + ((size_t)(j0 + j) * (HEAD_DIM / 2) + p) * 16);
+            b[j] = (__m512bh)_mm512_loadu_si512(kp + ((size_t)j * (HEAD_DIM / 2) + p) * 16);
         for (int m = 0; m < R; m++) {
-            __m512bh a = (__m512bh)_mm512_set1_epi32((int)q32[(size_t)m * (w->D / 2) + p]);
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)q32[m * ldq + p]);
             for (int j = 0; j < KGROUPS; j++) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], a, b[j]);
         }
     }
     for (int m = 0; m < R; m++)
-        for (int j = 0; j < KGROUPS; j++) score_out(w, sc, m, j0 + j, (vf)acc[m][j]);
+        for (int j = 0; j < KGROUPS; j++) score_out(w, sc, mx, m, j0 + j, (vf)acc[m][j]);
 }
 
+/* 2^x for x <= 0, ~1 ulp: Cephes' exp2f polynomial on x = n + f (|f| <= 1/2), 2^n applied by
+ * vscalefps; exactly 0 below -150, where float's 2^x rounds to 0 anyway. */
+static inline vf vexp2(vf x) {
+    x = vmax(x, splat(-150.0f));
+    __m512 n = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vf f = x - (vf)n;
+    vf y = splat(1.535336188319500E-4f);
+    y = y * f + 1.339887440266574E-3f;
+    y = y * f + 9.618437357674640E-3f;
+    y = y * f + 5.550332471162809E-2f;
+    y = y * f + 2.402264791363012E-1f;
+    y = y * f + 6.931472028550421E-1f;
+    y = y * f + 1.0f;
+    return (vf)_mm512_scalef_ps((__m512)y, n);
+}
+
+/* row[0..n) <- 2^(row - mx) rounded to bf16 (the scores being in log2 units), in place at the row's
+ * start (each store lands before the floats still to be read); n a multiple of 16. Returns 1 / the
+ * sum of the float32 numerators. */
+static float numerators_bf16(float *row, int n, float mx) {
+    uint16_t *p16 = (uint16_t *)row;
+    vf sum = (vf){0};
+    for (int s = 0; s < n; s += 16) {
+        vf e = vexp2(load_f32(row + s) - mx);
+        sum += e;
+        store_bf16(p16 + s, e);
+    }
+    return 1.0f / hsum(sum);
+}
 #endif
 
 #define ROWS_SWITCH(R, CALL) \
     switch (R) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
                  case 4: CALL(4); break; case 5: CALL(5); break; default: CALL(6); break; }
 
+/* Keys s0 .. s1 of one (document, head)'s keys and values, packed: Sp = gp + nb * bsp keys in all
+ * (see local_attention).
+ * dp: keys (Sp / 16, 32, 16) uint32 pairs (d, d+1), values (Sp / 2, 64, 2) bf16 pairs of keys;
+ * else keys (Sp / 16, 64, 16) and values (Sp, 64), float32. Token -1 = a zero of the padding. */
+static void pack_head(const void *k, const void *v, size_t doc, int D, int h, int G, int gp, int bs, int bsp,
+                      int s0, int s1, int dp, int bf16, void *kdst, void *vdst) {
+    for (int s = s0; s < s1; s++) {
+        int tok = s < gp ? (s < G ? s : -1) : ((s - gp) % bsp < bs ? G + (s - gp) / bsp * bs + (s - gp) % bsp : -1);
+        const size_t row = (doc + (tok < 0 ? 0 : tok)) * D + (size_t)h * HEAD_DIM;
+        if (dp) {
+            uint32_t *kp = (uint32_t *)kdst;
+            uint16_t *vp = (uint16_t *)vdst;
+            const uint32_t *k32 = (const uint32_t *)k;
+            const uint16_t *v16 = (const uint16_t *)v;
+            for (int p = 0; p < HEAD_DIM / 2; p++)
+                kp[((size_t)(s / 16) * (HEAD_DIM / 2) + p) * 16 + s % 16] = tok < 0 ? 0 : k32[row / 2 + p];
+            for (int d = 0; d < HEAD_DIM; d++)
+                vp[((size_t)(s / 2) * HEAD_DIM + d) * 2 + s % 2] = tok < 0 ? 0 : v16[row + d];
+        } else {
+            float *kf = (float *)kdst, *vf32 = (float *)vdst;
+            for (int d = 0; d < HEAD_DIM; d++) {
+                kf[((size_t)(s / 16) * HEAD_DIM + d) * 16 + s % 16] = tok < 0 ? 0.f : elem(k, row + d, bf16);
+                vf32[(size_t)s * HEAD_DIM + d] = tok < 0 ? 0.f : elem(v, row + d, bf16);
+            }
+        }
+    }
+}
+
+/* One chunk of a task: its rows query rows (up to QCHUNK, from row qrow0 of q, head h) against the
+ * window w: scores into sc (rows, wp), softmax in place, then P V into out. qf: room for the rows
+ * widened to float32 (float32 mode). */
+static void attend_rows(const window_t *w, const void *q, size_t qrow0, int rows, int D, int h, int bf16,
+                        float *sc, float *qf, vf *rowmax, void *out) {
+    const int wp = w->wp, gp = w->gp, dp = HAVE_DP && bf16;
+    if (!dp)
+        for (int m = 0; m < rows; m++)
+            for (int d = 0; d < HEAD_DIM; d++)
+                qf[m * HEAD_DIM + d] = elem(q, (qrow0 + m) * D + (size_t)h * HEAD_DIM + d, bf16);
+    for (int m = 0; m < rows; m++) rowmax[m] = splat(-__builtin_inff());
+    for (int m0 = 0; m0 < rows; m0 += MR) { /* scores, KGROUPS x 16 keys at a time */
+        const int R = rows - m0 < MR ? rows - m0 : MR;
+        float *scm = sc + (size_t)m0 * wp;
+        vf *mx = rowmax + m0;
+        for (int j0 = 0; j0 < wp / 16; j0 += KGROUPS) {
+            const int key = j0 * 16 < gp ? j0 * 16 : j0 * 16 - gp + w->local0; /* its packed index */
+#if HAVE_DP
+            if (dp) {
+                const uint32_t *q32 = (const uint32_t *)q + ((qrow0 + m0) * D + (size_t)h * HEAD_DIM) / 2;
+                const uint32_t *kg = (const uint32_t *)w->keys + (size_t)key * (HEAD_DIM / 2);
+#define CALL(r) qk_dp(r, q32, D / 2, kg, w, scm, mx, j0)
+                ROWS_SWITCH(R, CALL)
+#undef CALL
+                continue;
+            }
+#endif
+            const float *kg = (const float *)w->keys + (size_t)key * HEAD_DIM;
+#define CALL(r) qk_f32(r, qf + m0 * HEAD_DIM, kg, w, scm, mx, j0)
+            ROWS_SWITCH(R, CALL)
+#undef CALL
+        }
+    }
+    float inv[QCHUNK];
+    for (int m = 0; m < rows; m++) {
+#if HAVE_DP
+        if (dp) {
+            inv[m] = numerators_bf16(sc + (size_t)m * wp, wp, hmax(rowmax[m]));
+            continue;
+        }
+#endif
+        inv[m] = numerators(sc + (size_t)m * wp, wp, hmax(rowmax[m]));
+    }
+    for (int m0 = 0; m0 < rows; m0 += MR) { /* P V: the globals' segment, then the blocks' run */
+        const int R = rows - m0 < MR ? rows - m0 : MR;
+        vf acc[MR][4];
+        for (int m = 0; m < R; m++)
+            for (int j = 0; j < 4; j++) acc[m][j] = (vf){0};
+#if HAVE_DP
+        if (dp) { /* row m's probability pairs (wp / 2) start at sc + m * wp, as uint32 */
+            const uint32_t *p32 = (const uint32_t *)(sc + (size_t)m0 * wp), *v32 = (const uint32_t *)w->values;
+#define CALL(r) pairs_n(r, p32, gp / 2, wp, v32, 2 * BLOCK, acc), \
+                pairs_n(r, p32 + gp / 2, (wp - gp) / 2, wp, v32 + (size_t)w->local0 / 2 * HEAD_DIM, 2 * BLOCK, acc)
+            ROWS_SWITCH(R, CALL)
+#undef CALL
+        } else
+#endif
+        {
+            const float *p = sc + (size_t)m0 * wp, *vals = (const float *)w->values;
+#define CALL(r) pv_plain_n(r, p, gp, wp, (const char *)vals, 0, acc), \
+                pv_plain_n(r, p + gp, wp - gp, wp, (const char *)(vals + (size_t)w->local0 * HEAD_DIM), 0, acc)
+            ROWS_SWITCH(R, CALL)
+#undef CALL
+        }
+        for (int m = 0; m < R; m++)
+            for (int j = 0; j < 4; j++)
+                vstore(out, (qrow0 + m0 + m) * D + (size_t)h * HEAD_DIM + 16 * j, acc[m][j] * inv[m0 + m], bf16);
+    }
+}
+
 void local_attention(const void *q, const void *k, const void *v, const float *mask, void *out,
                      int B, int H, int G, int nb, int bs, float scale, int bf16) {
-    const int D = H * HEAD_DIM, S = G + nb * bs;
-    const int wmax = G > 0 ? S : 3 * bs; /* a global's window is everything */
-    const int wpmax = (wmax + 16 * KGROUPS - 1) / (16 * KGROUPS) * (16 * KGROUPS);
-    const int dp = HAVE_DP && bf16;
-    const int global_tasks = G > 0 ? B * H : 0; /* first: the largest, for the dynamic schedule */
+    const int D = H * HEAD_DIM, S = G + nb * bs, dp = HAVE_DP && bf16;
+    const int gp = (G + SEG - 1) / SEG * SEG, bsp = (bs + SEG - 1) / SEG * SEG, Sp = gp + nb * bsp;
+    const int wpmax = G > 0 ? Sp : gp + 3 * bsp; /* a global's window is everything */
+    const size_t head = (size_t)Sp * HEAD_DIM * (dp ? 2 : 4); /* bytes of a head's packed keys */
+    char *keys = (char *)aligned_alloc(64, head), *values = (char *)aligned_alloc(64, head);
+    const float unit = dp ? 1.4426950408889634f : 1.0f; /* dp: scores in log2 units, for vexp2 */
 #pragma omp parallel
     {
-        /* keys and values packed (float32 mode needs twice the bytes of the pairs' layout) */
-        float *kbuf = (float *)aligned_alloc(64, sizeof(float) * (size_t)wpmax * HEAD_DIM);
-        float *vbuf = (float *)aligned_alloc(64, sizeof(float) * (size_t)wpmax * HEAD_DIM);
         float *sc = (float *)aligned_alloc(64, sizeof(float) * (size_t)QCHUNK * wpmax);
         float *maskw = (float *)aligned_alloc(64, sizeof(float) * (size_t)wpmax);
         float *qf = (float *)aligned_alloc(64, sizeof(float) * (size_t)QCHUNK * HEAD_DIM);
-        int *rowid = (int *)malloc(sizeof(int) * (size_t)wpmax);
-#pragma omp for schedule(dynamic)
-        for (int task = 0; task < global_tasks + B * H * nb; task++) {
-            int b, h, n = 0, first, queries; /* the task's query rows: first .. first + queries */
-            if (task < global_tasks) { /* the G globals of a (document, head) against all S keys */
-                b = task / H, h = task % H, first = 0, queries = G;
-                for (int s = 0; s < S; s++) rowid[n++] = s;
-            } else { /* a block's queries against the globals and the blocks that exist around it */
-                const int t = task - global_tasks, blk = t % nb;
-                b = t / (H * nb), h = (t / nb) % H, first = G + blk * bs, queries = bs;
-                for (int s = 0; s < G; s++) rowid[n++] = s;
-                for (int nbk = blk - 1; nbk <= blk + 1; nbk++)
-                    if (nbk >= 0 && nbk < nb)
-                        for (int s = 0; s < bs; s++) rowid[n++] = G + nbk * bs + s;
-            }
-            const int wp = (n + 16 * KGROUPS - 1) / (16 * KGROUPS) * (16 * KGROUPS);
+        vf rowmax[QCHUNK];
+        for (int bh = 0; bh < B * H; bh++) { /* a head at a time: its packed keys stay in the cache */
+            const int b = bh / H, h = bh % H;
             const size_t doc = (size_t)b * S;
-            for (int s = 0; s < wp; s++)
-                maskw[s] = s < n ? mask[doc + rowid[s]] : -__builtin_inff();
-            const window_t win = {D, wp, maskw, scale};
-            /* pack keys and values */
-            if (dp) {
-                uint32_t *kp = (uint32_t *)kbuf, *vp = (uint32_t *)vbuf;
-                const uint32_t *k32 = (const uint32_t *)k;
-                const uint16_t *v16 = (const uint16_t *)v;
-                uint16_t *vp16 = (uint16_t *)vp;
-                for (int s = 0; s < wp; s++) {
-                    const size_t row = (doc + (s < n ? rowid[s] : 0)) * D + (size_t)h * HEAD_DIM;
-                    for (int p = 0; p < HEAD_DIM / 2; p++)
-                        kp[((size_t)(s / 16) * (HEAD_DIM / 2) + p) * 16 + s % 16] = s < n ? k32[row / 2 + p] : 0;
-                    for (int d = 0; d < HEAD_DIM; d++)
-                        vp16[((size_t)(s / 2) * HEAD_DIM + d) * 2 + s % 2] = s < n ? v16[row + d] : 0;
+#pragma omp for schedule(static)
+            for (int s0 = 0; s0 < Sp; s0 += SEG)
+                pack_head(k, v, doc, D, h, G, gp, bs, bsp, s0, s0 + SEG, dp, bf16, keys, values);
+            /* task -1: the globals against everything (the largest, first); task i: block i's
+             * queries against the globals' segment and the segments of blocks lo .. hi around it */
+#pragma omp for schedule(dynamic)
+            for (int task = G > 0 ? -1 : 0; task < nb; task++) {
+                const int first = task < 0 ? 0 : G + task * bs, queries = task < 0 ? G : bs;
+                const int lo = task <= 0 ? 0 : task - 1, hi = task < 0 || task + 1 >= nb ? nb - 1 : task + 1;
+                const window_t win = {gp + (hi - lo + 1) * bsp, gp, gp + lo * bsp, maskw, scale * unit, keys, values};
+                for (int s = 0; s < win.wp; s++) {
+                    const int i = s < gp ? s : s - gp, blk = lo + i / bsp, in = i % bsp;
+                    const float m = s < gp ? (i < G ? mask[doc + i] : -__builtin_inff())
+                                           : (in < bs ? mask[doc + G + (size_t)blk * bs + in] : -__builtin_inff());
+                    maskw[s] = unit * m;
                 }
-            } else {
-                for (int s = 0; s < wp; s++) {
-                    const size_t row = (doc + (s < n ? rowid[s] : 0)) * D + (size_t)h * HEAD_DIM;
-                    for (int d = 0; d < HEAD_DIM; d++) {
-                        float kx = s < n ? elem(k, row + d, bf16) : 0.f, vx = s < n ? elem(v, row + d, bf16) : 0.f;
-                        kbuf[((size_t)(s / 16) * HEAD_DIM + d) * 16 + s % 16] = kx;
-                        vbuf[(size_t)s * HEAD_DIM + d] = vx;
-                    }
-                }
-            }
-            /* the block's queries, a chunk at a time */
-            for (int c0 = 0; c0 < queries; c0 += QCHUNK) {
-                const int rows = queries - c0 < QCHUNK ? queries - c0 : QCHUNK;
-                const size_t qrow0 = doc + first + c0;
-                if (!dp)
-                    for (int m = 0; m < rows; m++)
-                        for (int d = 0; d < HEAD_DIM; d++)
-                            qf[m * HEAD_DIM + d] = elem(q, (qrow0 + m) * D + (size_t)h * HEAD_DIM + d, bf16);
-                for (int m0 = 0; m0 < rows; m0 += MR) {
-                    const int R = rows - m0 < MR ? rows - m0 : MR;
-                    for (int j0 = 0; j0 < wp / 16; j0 += KGROUPS) {
-                        float *scm = sc + (size_t)m0 * wp;
-#if HAVE_DP
-                        if (dp) {
-                            const uint32_t *q32 = (const uint32_t *)q + ((qrow0 + m0) * D + (size_t)h * HEAD_DIM) / 2;
-#define CALL(r) qk_dp(r, q32, (const uint32_t *)kbuf, &win, scm, j0)
-                            ROWS_SWITCH(R, CALL)
-#undef CALL
-                            continue;
-                        }
-#endif
-#define CALL(r) qk_f32(r, qf + m0 * HEAD_DIM, kbuf, &win, scm, j0)
-                        ROWS_SWITCH(R, CALL)
-#undef CALL
-                    }
-                }
-                float inv[QCHUNK];
-                for (int m = 0; m < rows; m++) {
-                    float *row = sc + (size_t)m * wp;
-                    inv[m] = softmax_numerators(row, wp);
-                    if (dp) { /* probabilities as bf16, in place at the row's start (wp is a multiple
-                               * of 16; each store lands before the floats still to be read) */
-                        uint16_t *p16 = (uint16_t *)row;
-                        for (int s = 0; s < wp; s += 16) store_bf16(p16 + s, load_f32(row + s));
-                    }
-                }
-                for (int m0 = 0; m0 < rows; m0 += MR) {
-                    const int R = rows - m0 < MR ? rows - m0 : MR;
-                    vf acc[MR][4];
-                    for (int m = 0; m < R; m++)
-                        for (int j = 0; j < 4; j++) acc[m][j] = (vf){0};
-#if HAVE_DP
-                    if (dp) { /* row m's probability pairs (wp / 2) start at sc + m * wp, as uint32 */
-                        const uint32_t *p32 = (const uint32_t *)(sc + (size_t)m0 * wp);
-#define CALL(r) pairs_n(r, p32, wp / 2, wp, (const uint32_t *)vbuf, 2 * BLOCK, acc)
-                        ROWS_SWITCH(R, CALL)
-#undef CALL
-                    } else
-#endif
-                    {
-#define CALL(r) pv_plain_n(r, sc + (size_t)m0 * wp, wp, (const char *)vbuf, 0, acc)
-                        ROWS_SWITCH(R, CALL)
-#undef CALL
-                    }
-                    for (int m = 0; m < R; m++) {
-                        const size_t o = (qrow0 + m0 + m) * D + (size_t)h * HEAD_DIM;
-                        for (int j = 0; j < 4; j++) {
-                            vf y = acc[m][j] * inv[m0 + m];
-                            vstore(out, o + 16 * j, y, bf16);
-                        }
-                    }
-                }
+                for (int c0 = 0; c0 < queries; c0 += QCHUNK)
+                    attend_rows(&win, q, doc + first + c0, queries - c0 < QCHUNK ? queries - c0 : QCHUNK, D, h, bf16,
+                                sc, qf, rowmax, out);
             }
         }
-        free(kbuf), free(vbuf), free(sc), free(maskw), free(qf), free(rowid);
+        free(sc), free(maskw), free(qf);
     }
+    free(keys), free(values);
 }
 
 /* ---- one decoder layer of a decoding step, whole ---------------------------------------------------
