@@ -54,6 +54,31 @@ def test_cached_decoding_equals_uncached(summarizer):
     assert full.shape == (2, 9, model.config.vocab_size)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_encoder_rows_in_chunks_equal_all_at_once(summarizer, monkeypatch, chunk):
+    """On CPU the encoder layers' row-wise part goes ENCODER_CHUNK rows at a time, in near-even chunks: the
+    same as one pass (on a batch too, whose chunks run across the documents), but for the products'
+    summation order (a GEMM over 1 or 7 rows is not the one over 600)."""
+    import arxsum.model
+
+    model = summarizer.model
+    ids = random_ids(2, 300, model.config.vocab_size)
+    mask = torch.ones_like(ids)
+    mask[1, 200:] = 0
+    with torch.inference_mode():
+        whole = model.encode(ids, mask).hidden
+        monkeypatch.setattr(arxsum.model, "ENCODER_CHUNK", chunk)
+        sizes = []
+        rows = arxsum.model.EncoderLayer._rows
+        monkeypatch.setattr(arxsum.model.EncoderLayer, "_rows",
+                            lambda self, x, ctx: sizes.append(x.shape[0]) or rows(self, x, ctx))
+        chunked = model.encode(ids, mask).hidden
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    per_layer = len(sizes) // model.config.encoder_layers
+    assert per_layer == -(-sum(sizes[:per_layer]) // chunk) > 1
+    assert max(sizes) <= chunk and 2 * min(sizes) > max(sizes)  # no tiny last chunk
+
+
 @pytest.mark.parametrize("length", [20, 32, 33, 40, 48, 100, 509])
 def test_padded_batch_equals_single_documents(summarizer, length):
     """Lengths cover full attention (<= 2 blocks), local attention, and adaptive padding."""

@@ -34,6 +34,12 @@ POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding: positions are looked up a
 # Rows (beams x documents) up to which a product goes through the CPU kernels, when the model has
 # them (use_kernels): they stream a matrix once per 8 rows; for more rows torch's GEMMs win.
 FAST_ROWS = 32
+# Rows of the encoder's row-wise part (out_proj, norms, feed-forward) taken at a time on CPU: its
+# intermediates (the feed-forward's 4x-wide one included) stay a few MB, reused from malloc's heap
+# and warm in the cache, instead of fresh ~100-200 MB buffers that the kernel pages in zeroed at each
+# layer. 16k tokens: the float32 encoder 10.8 -> 10.4 s and 220 MB less peak memory; bfloat16 as fast
+# as before, 170 MB less.
+ENCODER_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -223,9 +229,13 @@ class LSGSelfAttention(Attention):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """x (B, G+T, D), key_mask (B, 1, 1, G+T) additive -> (B, G+T, D)"""
+        return self.out_proj(self.context(x, key_mask))
+
+    def context(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """What forward computes before out_proj: the heads' outputs, merged, (B, G+T, D)."""
         g, t = self.num_global, x.shape[1] - self.num_global
         if self.kernels is not None and t > 2 * self.block_size and t % self.block_size == 0:
-            return self.out_proj(self._kernel_attention(x, key_mask))
+            return self._kernel_attention(x, key_mask)
         q = self.split_heads(self.q_proj(x))
         k, v = self.project_kv(x)
         if t <= 2 * self.block_size:  # the local window covers everything: plain full attention
@@ -234,12 +244,12 @@ class LSGSelfAttention(Attention):
             ctx_global = F.scaled_dot_product_attention(q[:, :, :g], k, v, attn_mask=key_mask)
             ctx_local = self.local_attention(q[:, :, g:], k, v, key_mask)
             ctx = torch.cat([ctx_global, ctx_local], dim=2)
-        return self.out_proj(self.merge_heads(ctx))
+        return self.merge_heads(ctx)
 
     def _kernel_attention(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """What forward computes before out_proj, by the CPU kernel: it reads the projections in their
-        (B, S, D) layout and writes the context in it, so neither the 3x-expanded key/value windows
-        nor the heads' transposes are materialised."""
+        """context() by the CPU kernel: it reads the projections in their (B, S, D) layout and writes
+        the context in it, so neither the 3x-expanded key/value windows nor the heads' transposes are
+        materialised."""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         return self.kernels.local_attention(q, k, v, key_mask.reshape(x.shape[0], -1).float(),
                                             self.num_global, self.block_size)
@@ -287,8 +297,22 @@ class EncoderLayer(nn.Module):
         self.activation = config.activation_function
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """x (B, G+T, D) -> (B, G+T, D); post-LN as in BART."""
-        x = self.self_attn_layer_norm(x + self.self_attn(x, key_mask))
+        """x (B, G+T, D) -> (B, G+T, D); post-LN as in BART. After the attention every row is computed
+        on its own: on CPU, in near-even chunks of at most ENCODER_CHUNK rows."""
+        ctx = self.self_attn.context(x, key_mask)
+        if x.device.type != "cpu":
+            return self._rows(x, ctx)
+        out = torch.empty_like(x)
+        rows, width = x.shape[0] * x.shape[1], x.shape[2]
+        x_rows, ctx_rows, out_rows = x.reshape(rows, width), ctx.reshape(rows, width), out.view(rows, width)
+        chunk = -(-rows // -(-rows // ENCODER_CHUNK))  # as many chunks as needed, near-even: none tiny
+        for start in range(0, rows, chunk):
+            out_rows[start: start + chunk] = self._rows(x_rows[start: start + chunk], ctx_rows[start: start + chunk])
+        return out
+
+    def _rows(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """x and the attention's context (..., D) -> the layer's output rows"""
+        x = self.self_attn_layer_norm(x + self.self_attn.out_proj(ctx))
         x = self.final_layer_norm(x + self.fc2(self.fc1(x, self.activation)))
         if x.dtype == torch.float16 and not torch.isfinite(x).all():
             clamp = torch.finfo(x.dtype).max - 1000  # BartEncoderLayer's fp16 overflow guard
