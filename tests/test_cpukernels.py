@@ -69,6 +69,38 @@ def test_pair_tiles_hold_each_rows_pairs(kernels, width):
     assert got.shape == want.shape and torch.equal(got, want)
 
 
+def test_freed_memory_is_reused_inside_and_given_back_after():
+    """reusing_freed_memory(): inside, a 64 MB block comes from malloc's heap and stays resident when
+    freed, to be handed out again; after, blocks that size are mapped again and what was freed
+    inside is no longer resident."""
+    if cpukernels._glibc() is None:
+        pytest.skip("glibc only")
+
+    def mapping(t: torch.Tensor) -> str:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split()
+                low, high = (int(a, 16) for a in fields[0].split("-"))
+                if low <= t.data_ptr() < high:
+                    return fields[5] if len(fields) > 5 else ""
+        return "?"
+
+    def resident_mb() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+
+    size = 64 << 20
+    before = resident_mb()
+    with cpukernels.reusing_freed_memory():
+        block = torch.ones(size, dtype=torch.uint8)
+        where = mapping(block)
+        del block
+        kept = resident_mb() - before  # freed, still malloc's
+    after = torch.empty(size, dtype=torch.uint8)
+    assert where == "[heap]" and kept >= 60 and mapping(after) != "[heap]"
+    assert resident_mb() < before + 30
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows,width,out,bias", [(1, 64, 64, True), (5, 768, 3072, True), (8, 96, 70, False),
                                                  (13, 96, 129, True), (5, 3072, 768, True), (5, 768, 1001, False),

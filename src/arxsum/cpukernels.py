@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -125,6 +126,39 @@ def _build() -> Path:
     built.replace(target)  # atomic: processes building at once each rename a whole file
     shutil.rmtree(workdir, ignore_errors=True)
     return target
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt()'s parameters, from glibc's malloc.h
+KEEP_FREED = 1 << 30
+SETTLED = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}  # where glibc's own adjustment stops
+
+
+@contextmanager
+def reusing_freed_memory():
+    """Within: glibc's malloc keeps freed blocks of up to 1 GB for reuse. By default it maps a block of
+    32 MB or more afresh and unmaps it when freed, so that each such block comes back as new pages,
+    zeroed by the kernel at their first touch: the encoder allocates and frees a few dozen of them
+    (16k tokens: 25 MB per activation in bfloat16, 50 MB in float32), and those page faults were ~5%
+    of its time in bfloat16 (-0.2 s) and ~7% in float32 (-0.7 s). On leaving, the freed memory goes
+    back to the kernel (malloc_trim) and the thresholds to where glibc's own adjustment leaves
+    them, so the peak memory does not grow. Process-wide; glibc only (elsewhere nothing changes)."""
+    libc = _glibc()
+    if libc is None or not all(libc.mallopt(p, KEEP_FREED) == 1 for p in SETTLED):
+        yield
+        return
+    try:
+        yield
+    finally:
+        for p, value in SETTLED.items():
+            libc.mallopt(p, value)
+        libc.malloc_trim(0)
+
+
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    libc = ctypes.CDLL(None)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def cpuinfo(field: str) -> str:

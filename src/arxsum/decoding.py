@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from arxsum.cpukernels import reusing_freed_memory
 from arxsum.model import AncestryCache
 
 
@@ -130,7 +132,8 @@ class DecoderState:
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
                  max_length: int):
-        enc = model.encode(input_ids, attention_mask)
+        with reusing_freed_memory() if input_ids.device.type == "cpu" else nullcontext():
+            enc = model.encode(input_ids, attention_mask)
         self.model = model
         self.cross = model.cross_kv(enc.hidden)  # per layer: keys, values (see DecoderLayer.forward)
         self.cross_mask = model.cross_mask(enc)  # (B, 1, 1, S)
