@@ -65,6 +65,7 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 static inline vf splat(float x) { return (vf){0} + x; }
+#define LOG2E 1.4426950408889634f
 static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)((m & (vi)a) | (~m & (vi)b)); }
 
 /* exp for x <= 0 (softmax after subtracting the maximum): Cephes' expf polynomial, ~1 ulp, on
@@ -87,6 +88,22 @@ static inline vf vexp(vf x) {
     y = (vf)_mm512_scalef_ps((__m512)y, n);
     return (vf)(~under & (vi)y);
 }
+/* 2^x for x <= 0, ~1 ulp: Cephes' exp2f polynomial on x = n + f (|f| <= 1/2), 2^n applied by
+ * vscalefps; exactly 0 below -150, where float's 2^x rounds to 0 anyway. */
+static inline vf vexp2(vf x) {
+    x = vmax(x, splat(-150.0f));
+    __m512 n = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vf f = x - (vf)n;
+    vf y = splat(1.535336188319500E-4f);
+    y = y * f + 1.339887440266574E-3f;
+    y = y * f + 9.618437357674640E-3f;
+    y = y * f + 5.550332471162809E-2f;
+    y = y * f + 2.402264791363012E-1f;
+    y = y * f + 6.931472028550421E-1f;
+    y = y * f + 1.0f;
+    return (vf)_mm512_scalef_ps((__m512)y, n);
+}
+
 #ifdef __clang__
 #define SHUFFLE(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
 #else
@@ -195,6 +212,13 @@ static inline void vstore(void *p, size_t k, vf v, int bf16) { /* p[k .. k + 16)
     if (bf16) store_bf16((uint16_t *)p + k, v);
     else store_f32((float *)p + k, v);
 }
+
+#if HAVE_DP
+/* p[0..32) = a, b rounded to bf16 (nearest even: store_bf16's rounding, in one vcvtne2ps2bf16) */
+static inline void store_bf16x2(uint16_t *p, vf a, vf b) {
+    _mm512_storeu_si512(p, (__m512i)_mm512_cvtne2ps_pbh((__m512)b, (__m512)a));
+}
+#endif
 
 #if HAVE_DP
 /* bf16 with AVX512-BF16: tot (R x 64 float32) += R rows of a, each n (k, k+1) pairs as uint32 (rows
@@ -331,7 +355,9 @@ static __attribute__((noinline)) void pv_chunk(int R, int dp, const void *p, siz
  * bf16: q, kt, v, mask, out bfloat16; scores, softmax and sums in float32.
  * Two passes over a (document, head): the keys (scores and their maxima), then the values, the
  * softmax's numerators computed a chunk at a time just before the chunk's values are read (a separate
- * softmax pass left the memory idle for ~10% of the time; bf16 step -0.5 ms at 16k tokens).
+ * softmax pass left the memory idle for ~10% of the time; bf16 step -0.5 ms at 16k tokens). With
+ * AVX512-BF16 the scores are kept in log2 units for vexp2 and rounded to bf16 pairs by
+ * vcvtne2ps2bf16: the values' pass is compute-heavy enough to slow the stream (another -0.7 ms).
  */
 void cross_attention(const void *q, const void *kt, const void *v, const void *mask, void *out,
                      int B, int H, int R, int S, int bf16) {
@@ -339,8 +365,9 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
     const size_t es = bf16 ? 2 : 4, all = (size_t)B * S;
     float *mask_f32 = (float *)malloc(sizeof(float) * all); /* every document's mask, once, as float32 */
     size_t i = 0;
-    for (; mask && i + 16 <= all; i += 16) store_f32(mask_f32 + i, vload(mask, i, bf16));
-    for (; i < all; i++) mask_f32[i] = mask ? elem(mask, i, bf16) : 0.f;
+    const float unit = dp ? LOG2E : 1.0f; /* dp: scores in log2 units, for vexp2 */
+    for (; mask && i + 16 <= all; i += 16) store_f32(mask_f32 + i, vload(mask, i, bf16) * unit);
+    for (; i < all; i++) mask_f32[i] = mask ? elem(mask, i, bf16) * unit : 0.f;
 #pragma omp parallel
     {
         float *scores = (float *)malloc(sizeof(float) * (size_t)R * tiles * TILE);
@@ -368,12 +395,12 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                     float *dst = scores + (size_t)r * S + s0;
                     int j = 0;
                     for (; j + 16 <= n; j += 16) {
-                        vf y = load_f32(rf + r * TILE + j) + load_f32(mf + s0 + j);
+                        vf y = load_f32(rf + r * TILE + j) * unit + load_f32(mf + s0 + j);
                         store_f32(dst + j, y);
                         mx[r] = vmax(mx[r], y);
                     }
                     for (; j < n; j++) {
-                        dst[j] = rf[r * TILE + j] + mf[s0 + j];
+                        dst[j] = rf[r * TILE + j] * unit + mf[s0 + j];
                         mxt[r] = dst[j] > mxt[r] ? dst[j] : mxt[r];
                     }
                 }
@@ -396,14 +423,22 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                     float *sr = scores + (size_t)r * S + c0;
                     uint16_t *pr = dp ? pb + (size_t)r * XCHUNK : NULL;
                     int j = 0;
+#if HAVE_DP
+                    for (; dp && j + 32 <= n; j += 32) {
+                        vf e0 = vexp2(load_f32(sr + j) - row_max[r]), e1 = vexp2(load_f32(sr + j + 16) - row_max[r]);
+                        sum[r] += e0, sum[r] += e1;
+                        store_bf16x2(pr + j, e0, e1);
+                    }
+#endif
                     for (; j + 16 <= n; j += 16) {
-                        vf e = vexp(load_f32(sr + j) - row_max[r]);
+                        vf x = load_f32(sr + j) - row_max[r], e = dp ? vexp2(x) : vexp(x);
                         sum[r] += e;
                         if (dp) store_bf16(pr + j, e);
                         else store_f32(sr + j, e);
                     }
                     for (; j < n; j++) {
-                        const float e = vexp(splat(sr[j] - row_max[r]))[0];
+                        vf x = splat(sr[j] - row_max[r]);
+                        const float e = (dp ? vexp2(x) : vexp(x))[0];
                         tail[r] += e;
                         if (dp) pr[j] = f32_to_bf16(e);
                         else sr[j] = e;
@@ -566,32 +601,16 @@ static inline __attribute__((always_inline)) void qk_dp(const int R, const uint3
         for (int j = 0; j < KGROUPS; j++) score_out(w, sc, mx, m, j0 + j, (vf)acc[m][j]);
 }
 
-/* 2^x for x <= 0, ~1 ulp: Cephes' exp2f polynomial on x = n + f (|f| <= 1/2), 2^n applied by
- * vscalefps; exactly 0 below -150, where float's 2^x rounds to 0 anyway. */
-static inline vf vexp2(vf x) {
-    x = vmax(x, splat(-150.0f));
-    __m512 n = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vf f = x - (vf)n;
-    vf y = splat(1.535336188319500E-4f);
-    y = y * f + 1.339887440266574E-3f;
-    y = y * f + 9.618437357674640E-3f;
-    y = y * f + 5.550332471162809E-2f;
-    y = y * f + 2.402264791363012E-1f;
-    y = y * f + 6.931472028550421E-1f;
-    y = y * f + 1.0f;
-    return (vf)_mm512_scalef_ps((__m512)y, n);
-}
-
 /* row[0..n) <- 2^(row - mx) rounded to bf16 (the scores being in log2 units), in place at the row's
- * start (each store lands before the floats still to be read); n a multiple of 16. Returns 1 / the
+ * start (each store lands before the floats still to be read); n a multiple of 32. Returns 1 / the
  * sum of the float32 numerators. */
 static float numerators_bf16(float *row, int n, float mx) {
     uint16_t *p16 = (uint16_t *)row;
     vf sum = (vf){0};
-    for (int s = 0; s < n; s += 16) {
-        vf e = vexp2(load_f32(row + s) - mx);
-        sum += e;
-        store_bf16(p16 + s, e);
+    for (int s = 0; s < n; s += 32) {
+        vf e0 = vexp2(load_f32(row + s) - mx), e1 = vexp2(load_f32(row + s + 16) - mx);
+        sum += e0, sum += e1;
+        store_bf16x2(p16 + s, e0, e1);
     }
     return 1.0f / hsum(sum);
 }
@@ -706,7 +725,7 @@ void local_attention(const void *q, const void *k, const void *v, const float *m
     const int wpmax = G > 0 ? Sp : gp + 3 * bsp; /* a global's window is everything */
     const size_t head = (size_t)Sp * HEAD_DIM * (dp ? 2 : 4); /* bytes of a head's packed keys */
     char *keys = (char *)aligned_alloc(64, head), *values = (char *)aligned_alloc(64, head);
-    const float unit = dp ? 1.4426950408889634f : 1.0f; /* dp: scores in log2 units, for vexp2 */
+    const float unit = dp ? LOG2E : 1.0f; /* dp: scores in log2 units, for vexp2 */
 #pragma omp parallel
     {
         float *sc = (float *)aligned_alloc(64, sizeof(float) * (size_t)QCHUNK * wpmax);
