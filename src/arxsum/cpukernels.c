@@ -624,10 +624,41 @@ static float numerators_bf16(float *row, int n, float mx) {
  * (see local_attention).
  * dp: keys (Sp / 16, 32, 16) uint32 pairs (d, d+1), values (Sp / 2, 64, 2) bf16 pairs of keys;
  * else keys (Sp / 16, 64, 16) and values (Sp, 64), float32. Token -1 = a zero of the padding. */
+static inline int packed_token(int s, int G, int gp, int bs, int bsp) { /* see pack_head */
+    return s < gp ? (s < G ? s : -1) : ((s - gp) % bsp < bs ? G + (s - gp) / bsp * bs + (s - gp) % bsp : -1);
+}
+
 static void pack_head(const void *k, const void *v, size_t doc, int D, int h, int G, int gp, int bs, int bsp,
                       int s0, int s1, int dp, int bf16, void *kdst, void *vdst) {
+#if HAVE_DP && defined(__AVX512BW__)
+    if (dp) { /* two keys at a time (s0, s1 even): their values interleaved by two permutes a half */
+        const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38,
+                                            6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+        const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+        uint32_t *kp = (uint32_t *)kdst;
+        const uint32_t *k32 = (const uint32_t *)k;
+        for (int s = s0; s < s1; s += 2) {
+            __m512i half[2][2]; /* [key][d / 32] */
+            for (int e = 0; e < 2; e++) {
+                const int tok = packed_token(s + e, G, gp, bs, bsp);
+                const size_t row = (doc + (tok < 0 ? 0 : tok)) * D + (size_t)h * HEAD_DIM;
+                for (int p = 0; p < HEAD_DIM / 2; p++)
+                    kp[((size_t)((s + e) / 16) * (HEAD_DIM / 2) + p) * 16 + (s + e) % 16] = tok < 0 ? 0 : k32[row / 2 + p];
+                for (int j = 0; j < 2; j++)
+                    half[e][j] = tok < 0 ? _mm512_setzero_si512()
+                                         : _mm512_loadu_si512((const uint16_t *)v + row + 32 * j);
+            }
+            uint16_t *vp = (uint16_t *)vdst + (size_t)(s / 2) * HEAD_DIM * 2;
+            for (int j = 0; j < 2; j++) {
+                _mm512_storeu_si512(vp + 64 * j, _mm512_permutex2var_epi16(half[0][j], lo, half[1][j]));
+                _mm512_storeu_si512(vp + 64 * j + 32, _mm512_permutex2var_epi16(half[0][j], hi, half[1][j]));
+            }
+        }
+        return;
+    }
+#endif
     for (int s = s0; s < s1; s++) {
-        int tok = s < gp ? (s < G ? s : -1) : ((s - gp) % bsp < bs ? G + (s - gp) / bsp * bs + (s - gp) % bsp : -1);
+        const int tok = packed_token(s, G, gp, bs, bsp);
         const size_t row = (doc + (tok < 0 ? 0 : tok)) * D + (size_t)h * HEAD_DIM;
         if (dp) {
             uint32_t *kp = (uint32_t *)kdst;
