@@ -36,7 +36,7 @@ FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-sh
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 # the decoder's activation functions (model.ACTIVATIONS) as cpukernels.c's decoder_layer codes them
 ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "relu": 3, "silu": 4, "swish": 4, "tanh": 5}
-LAYER_TENSORS = ("q_w", "q_b", "k_w", "k_b", "v_w", "v_b", "o_w", "o_b", "ln1_w", "ln1_b", "cq_w", "cq_b",
+LAYER_TENSORS = ("qkv_w", "qkv_b", "o_w", "o_b", "ln1_w", "ln1_b", "cq_w", "cq_b",
                  "co_w", "co_b", "ln2_w", "ln2_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "ln3_w", "ln3_b")
 
 
@@ -51,7 +51,7 @@ class LayerWeights:
 
     def __init__(self, tensors: dict[str, torch.Tensor], heads: int, ffn: int, activation: int, eps: float):
         self.tensors = tensors
-        self.dtype = tensors["q_b"].dtype
+        self.dtype = tensors["qkv_b"].dtype
         self.width = heads * HEAD_DIM
         self.struct = _Layer(*(t.data_ptr() for t in tensors.values()), heads, ffn, activation, eps)
 
@@ -339,16 +339,14 @@ class CpuKernels:
                 or any(lin.bias is None for lin in linears) or len({n.eps for n in norms}) != 1
                 or any(n.weight is None or n.bias is None for n in norms)):
             return None
-        names = iter(LAYER_TENSORS)
-        tensors = {}
-        for group in ((sa.q_proj, sa.k_proj, sa.v_proj, sa.out_proj), (norms[0],), (ca.q_proj, ca.out_proj),
-                      (norms[1],), (layer.fc1, layer.fc2), (norms[2],)):
-            for module in group:
-                weight = module.weight
-                if isinstance(module, torch.nn.Linear):  # its tiled copy, made by use_kernels, shared
-                    weight = module.tiled if getattr(module, "tiled", None) is not None else self.tile(weight)
-                tensors[next(names)] = weight.detach().contiguous()
-                tensors[next(names)] = module.bias.detach().contiguous()
+        def tiled(linear):  # its tiled copy, made by use_kernels, shared
+            return linear.tiled if getattr(linear, "tiled", None) is not None else self.tile(linear.weight)
+
+        qkv = (sa.q_proj, sa.k_proj, sa.v_proj)  # one product: their tiles one after another
+        pairs = [(torch.cat([tiled(m) for m in qkv]), torch.cat([m.bias for m in qkv]))]
+        pairs += [(tiled(m), m.bias) if isinstance(m, torch.nn.Linear) else (m.weight, m.bias)
+                  for m in (sa.out_proj, norms[0], ca.q_proj, ca.out_proj, norms[1], layer.fc1, layer.fc2, norms[2])]
+        tensors = dict(zip(LAYER_TENSORS, (t.detach().contiguous() for pair in pairs for t in pair)))
         return LayerWeights(tensors, sa.num_heads, layer.fc1.out_features, ACTIVATIONS[layer.activation],
                             norms[0].eps)
 
