@@ -294,7 +294,12 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
             const float *rf = (const float *)res;
             int o0 = t * TILE, n = out_features - o0 < TILE ? out_features - o0 : TILE;
             for (int r = 0; r < R; r++) {
-                for (int j = 0; j < n; j++) {
+                int j = 0;
+                for (; j + 16 <= n; j += 16) {
+                    vf y = load_f32(rf + r * TILE + j) + (bias ? vload(bias, o0 + j, bf16) : (vf){0});
+                    vstore(out, (size_t)r * out_features + o0 + j, y, bf16);
+                }
+                for (; j < n; j++) {
                     float y = rf[r * TILE + j] + (bias ? elem(bias, o0 + j, bf16) : 0.f);
                     set_elem(out, (size_t)r * out_features + o0 + j, y, bf16);
                 }
