@@ -11,6 +11,9 @@ They run where they were measured: Linux on x86-64 with AVX-512, torch's own Ope
 compiler (gcc or $CC). Elsewhere, or with ARXSUM_CPU_KERNELS=0, `load()` returns None and the model
 uses torch's operators; `unavailable_reason()` says why. The compiled library is cached under
 $ARXSUM_CACHE_DIR (default ~/.cache/arxsum), keyed by the source, the compiler and the CPU.
+
+Beside them, reusing_freed_memory(): glibc's malloc told to keep the encoder's large freed
+activations for reuse (any CPU run on glibc, kernels or not).
 """
 
 from __future__ import annotations
@@ -143,15 +146,17 @@ def reusing_freed_memory():
     back to the kernel (malloc_trim) and the thresholds to where glibc's own adjustment leaves
     them, so the peak memory does not grow. Process-wide; glibc only (elsewhere nothing changes)."""
     libc = _glibc()
-    if libc is None or not all(libc.mallopt(p, KEEP_FREED) == 1 for p in SETTLED):
+    if libc is None:
         yield
         return
+    kept = [libc.mallopt(p, KEEP_FREED) == 1 for p in SETTLED]
     try:
         yield
     finally:
         for p, value in SETTLED.items():
             libc.mallopt(p, value)
-        libc.malloc_trim(0)
+        if any(kept):
+            libc.malloc_trim(0)
 
 
 def _glibc():
