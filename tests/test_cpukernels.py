@@ -101,6 +101,22 @@ def test_freed_memory_is_reused_inside_and_given_back_after():
     assert resident_mb() < before + 30
 
 
+@pytest.mark.parametrize("keys", [1, 2, 77, 256])
+def test_value_pairs_hold_each_pair_of_keys(kernels, keys):
+    """tile_values() in pairs: [b, h, s, d, e] = V[b, h, 2s + e, d], zero past the keys; the same from
+    split_heads' view of a projection (the cross-attention's case) as from a contiguous tensor."""
+    if not kernels.pairs:
+        pytest.skip("this CPU has no AVX512-BF16: no value pairs")
+    projected = torch.randn(2, keys, 3 * 64).bfloat16()
+    view = projected.view(2, keys, 3, 64).transpose(1, 2)  # (2, 3, keys, 64)
+    got = kernels.tile_values(view)
+    padded = torch.zeros(2, 3, keys + keys % 2, 64, dtype=torch.bfloat16)
+    padded[:, :, :keys] = view
+    want = padded.view(2, 3, -1, 2, 64).transpose(-1, -2)
+    assert got.shape == want.shape and torch.equal(got, want)
+    assert torch.equal(kernels.tile_values(view.contiguous()), want)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows,width,out,bias", [(1, 64, 64, True), (5, 768, 3072, True), (8, 96, 70, False),
                                                  (13, 96, 129, True), (5, 3072, 768, True), (5, 768, 1001, False),

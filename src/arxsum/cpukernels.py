@@ -219,6 +219,8 @@ class CpuKernels:
         lib.decoder_layer.argtypes = [ctypes.POINTER(_Layer), ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + \
             [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2
         lib.decoder_layer.restype = None
+        lib.pair_values.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3
+        lib.pair_values.restype = None
         lib.has_dp.restype = ctypes.c_int
         self.pairs = bool(lib.has_dp())  # bf16 keys in pair tiles, for AVX512-BF16
 
@@ -250,8 +252,11 @@ class CpuKernels:
         if not self._in_pairs(v.dtype):
             return v.contiguous()
         b, h, s, d = v.shape
-        v = F.pad(v, (0, 0, 0, s % 2))
-        return v.view(b, h, -1, 2, d).transpose(-1, -2).contiguous()
+        _check(d == HEAD_DIM, "tile_values", v)
+        rows = v.transpose(1, 2).contiguous()  # (B, S, H, 64): no copy for split_heads' view of a projection
+        out = v.new_empty(b, h, -(-s // 2), d, 2)
+        self.lib.pair_values(_ptr(rows), _ptr(out), b, s, h)
+        return out
 
     def __deepcopy__(self, memo):  # a loaded library: shared, never copied
         return self
