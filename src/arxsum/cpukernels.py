@@ -179,11 +179,15 @@ def cpuinfo(field: str) -> str:
 
 def tile(w: torch.Tensor) -> torch.Tensor:
     """(..., O, I) -> (..., ceil(O / 64), I, 64): 64 rows at a time, transposed, zero-padded past O."""
-    o = w.shape[-2]
-    pad = -o % TILE
-    if pad:
-        w = F.pad(w, (0, 0, 0, pad))
-    return w.unflatten(-2, (-1, TILE)).transpose(-1, -2).contiguous()
+    o, i = w.shape[-2:]
+    full = o // TILE
+    if full * TILE == o:
+        return w.unflatten(-2, (-1, TILE)).transpose(-1, -2).contiguous()
+    out = w.new_empty(*w.shape[:-2], full + 1, i, TILE)  # no padded copy of w first (the LM head: 77 MB)
+    out[..., :full, :, :] = w[..., : full * TILE, :].unflatten(-2, (full, TILE)).transpose(-1, -2)
+    out[..., full, :, : o - full * TILE] = w[..., full * TILE:, :].transpose(-1, -2)
+    out[..., full, :, o - full * TILE:] = 0
+    return out
 
 
 def _ptr(t: torch.Tensor | None):
