@@ -334,7 +334,8 @@ static inline __attribute__((always_inline)) void pv_plain_n(const int R, const 
 
 /* tot (R, 64) += P V for n keys of a chunk: the probabilities p (R rows, lda elements apart), float32, or
  * with dp bf16 pairs of keys (lda pairs apart) against the values' pairs; vp at the chunk's first key.
- * Its own function, specialised per R: inlined into cross_attention, GCC made pv_plain_n ~10% slower. */
+ * Its own function, specialised per R (session 3 measured pv_plain_n ~10% slower when GCC inlined it
+ * into cross_attention). */
 static __attribute__((noinline)) void pv_chunk(int R, int dp, const void *p, size_t lda, int n, const void *vp,
                                                int bf16, vf tot[][4]) {
 #if HAVE_DP
@@ -625,11 +626,8 @@ static float numerators_bf16(float *row, int n, float mx) {
     switch (R) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
                  case 4: CALL(4); break; case 5: CALL(5); break; default: CALL(6); break; }
 
-/* Keys s0 .. s1 of one (document, head)'s keys and values, packed: Sp = gp + nb * bsp keys in all
- * (see local_attention).
- * dp: keys (Sp / 16, 32, 16) uint32 pairs (d, d+1), values (Sp / 2, 64, 2) bf16 pairs of keys;
- * else keys (Sp / 16, 64, 16) and values (Sp, 64), float32. Token -1 = a zero of the padding. */
-static inline int packed_token(int s, int G, int gp, int bs, int bsp) { /* see pack_head */
+/* the token at packed index s (see local_attention's segments), or -1 for the padding */
+static inline int packed_token(int s, int G, int gp, int bs, int bsp) {
     return s < gp ? (s < G ? s : -1) : ((s - gp) % bsp < bs ? G + (s - gp) / bsp * bs + (s - gp) % bsp : -1);
 }
 
@@ -650,6 +648,10 @@ static inline void interleave_rows(uint16_t *dst, const uint16_t *a, const uint1
 #endif
 }
 
+/* Keys s0 .. s1 of one (document, head)'s keys and values, packed: Sp = gp + nb * bsp keys in all
+ * (see local_attention), the padding's zeros included.
+ * dp: keys (Sp / 16, 32, 16) uint32 pairs (d, d+1), values (Sp / 2, 64, 2) bf16 pairs of keys;
+ * else keys (Sp / 16, 64, 16) and values (Sp, 64), float32. */
 static void pack_head(const void *k, const void *v, size_t doc, int D, int h, int G, int gp, int bs, int bsp,
                       int s0, int s1, int dp, int bf16, void *kdst, void *vdst) {
     if (dp) { /* two keys at a time (s0, s1 even) */

@@ -353,6 +353,7 @@ class CpuKernels:
                 or any(lin.bias is None for lin in linears) or len({n.eps for n in norms}) != 1
                 or any(n.weight is None or n.bias is None for n in norms)):
             return None
+
         def tiled(linear):  # its tiled copy, made by use_kernels, shared
             return linear.tiled if getattr(linear, "tiled", None) is not None else self.tile(linear.weight)
 
