@@ -192,7 +192,7 @@ def test_an_internal_error_is_one_line_outside_tests(cli, paper_files, monkeypat
     monkeypatch.setattr("arxsum.cli.run", broken)
     result = cli(paper_files[0])
     assert result.exit_code == 1
-    assert result.stderr == ("arxsum: error: internal error (ZeroDivisionError: division by zero); "
+    assert result.stderr == ("arxsum: error: internal error: division by zero; "
                              "ARXSUM_DEBUG=1 shows the traceback\n")
 
 

@@ -9,8 +9,8 @@ from arxsum.errors import ArxsumError
 __version__ = "0.1.0"
 __all__ = ["DEFAULT_MODEL", "ArxsumError", "GenerationOptions", "Summarizer", "Summary"]
 
-_LAZY = {"GenerationOptions": "arxsum.decoding", "Summarizer": "arxsum.summarizer",
-         "Summary": "arxsum.summarizer", "DEFAULT_MODEL": "arxsum.summarizer"}
+_LAZY = {"GenerationOptions": "arxsum.options", "Summarizer": "arxsum.summarizer",
+         "Summary": "arxsum.summarizer", "DEFAULT_MODEL": "arxsum.options"}
 
 
 def __getattr__(name: str):

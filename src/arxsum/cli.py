@@ -22,11 +22,10 @@ from typer.core import TyperGroup
 from arxsum import __version__
 from arxsum.commands.edge import errors_to_exit_codes
 from arxsum.errors import OptionsError
-from arxsum.runner import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, RunConfig, run
-from arxsum.summarizer import DEFAULT_MODEL
+from arxsum.options import DEFAULT_MAX_PAGES, DEFAULT_MODEL, DEFAULT_TIMEOUT_S
 
 DEFAULT_COMMAND = "summarize"
-SUBCOMMAND_MODULES = ("extract", "eval")  # arxsum.commands.<name>.register(app), when present
+SUBCOMMAND_MODULES = ("extract", "eval", "env")  # arxsum.commands.<name>.register(app), when present
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -176,6 +175,8 @@ def summarize(
                   "min_length": min_length, "no_repeat_ngram_size": no_repeat_ngram_size,
                   "early_stopping": early_stopping}
     with errors_to_exit_codes(console), _sigterm_as_interrupt():
+        from arxsum.runner import RunConfig  # here, not at the top: `arxsum --help` stays light
+
         cfg = RunConfig(
             inputs=list(inputs or []), files_from=files_from, globs=glob or None, format=format.value,
             output=output, output_dir=output_dir, overwrite=overwrite, quiet=quiet, raw=raw,
@@ -198,9 +199,16 @@ def summarize(
         raise typer.Exit(report.exit_code)
 
 
+def run(cfg, **kwargs):
+    """`arxsum.runner.run`, imported when a run starts (the runner brings extraction and writers)."""
+    from arxsum.runner import run as run_inputs
+
+    return run_inputs(cfg, **kwargs)
+
+
 def generation_options(given: dict):
     """GenerationOptions from the flags the user set; the dataclass owns every default."""
-    from arxsum.decoding import GenerationOptions
+    from arxsum.options import GenerationOptions
 
     return GenerationOptions(**{k: v for k, v in given.items() if v is not None})
 

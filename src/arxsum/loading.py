@@ -7,55 +7,19 @@ Keys are mapped by hand and loudly: every missing or unexpected key is named in 
 from __future__ import annotations
 
 import json
-import logging
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from arxsum.errors import ModelLoadError
+from arxsum.errors import ModelLoadError, describe
+from arxsum.hub import HUB_PATTERNS, TOKENIZER_FILES, WEIGHT_FILES, resolve  # noqa: F401 (torch-free)
 from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-                   "special_tokens_map.json")
-HUB_PATTERNS = ["config.json", *WEIGHT_FILES, *TOKENIZER_FILES, "generation_config.json"]
 # Checkpoints store the shared embedding under any of these names (tied weights are saved once).
 SHARED_ALIASES = ("model.shared.weight", "model.encoder.embed_tokens.weight",
                   "model.decoder.embed_tokens.weight", "lm_head.weight")
 IGNORED_KEYS = ("model.encoder.version", "model.decoder.version")  # fairseq leftovers
-
-
-def resolve(name_or_path: str) -> Path:
-    """A local directory as is; otherwise a hub id, from the standard cache or downloaded into it."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ModelLoadError(f"{name_or_path} is a file; --model takes a directory with config.json and weights")
-    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped path.
-    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path
-    if looks_like_path or not name_or_path.strip():
-        raise ModelLoadError(f"model directory not found: {name_or_path}")
-    return _from_hub(name_or_path)
-
-
-def _from_hub(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    hint = ("pass a local directory in the hub's layout (config.json, pytorch_model.bin or "
-            "model.safetensors, tokenizer.json) with --model DIR or ARXSUM_MODEL=DIR")
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
-    except Exception:
-        pass
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, etag_timeout=10))
-    except Exception as e:
-        reason = type(e).__name__
-        raise ModelLoadError(f"cannot get model {repo_id!r} from the hub ({reason}) and it is not in the "
-                             f"cache; {hint}") from None
 
 
 def load_config(directory: Path) -> LSGBartConfig:
@@ -86,7 +50,7 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
             except RuntimeError:  # legacy (non-zip) serialization cannot be memory-mapped
                 return torch.load(bin_path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelLoadError(f"cannot read the weights in {directory}: {type(e).__name__}: {e}") from None
+        raise ModelLoadError(f"cannot read the weights in {directory}: {describe(e)}") from None
     raise ModelLoadError(f"{directory} has neither {WEIGHT_FILES[0]} nor {WEIGHT_FILES[1]}")
 
 

@@ -19,9 +19,9 @@ from typing import BinaryIO, TextIO
 from rich.console import Console
 
 from arxsum.arxiv import ArxivClient
-from arxsum.decoding import GenerationOptions
 from arxsum.document import Document, ModelText
-from arxsum.errors import ArxsumError, InputError, OptionsError
+from arxsum.errors import ArxsumError, InputError, OptionsError, describe
+from arxsum.options import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, GenerationOptions
 from arxsum.sources import BadInput, ExtractOptions, Extractor, Source, discover, read_names
 from arxsum.writers import (
     WRITERS,
@@ -33,8 +33,6 @@ from arxsum.writers import (
     remove_stale_temps,
 )
 
-DEFAULT_TIMEOUT_S = 120.0  # per-file extraction limit
-DEFAULT_MAX_PAGES = 100  # 16384 tokens are ~25 pages of text; more pages only cost time (2000-page PDFs)
 SORT_WINDOW = 8  # batches of this many are formed from a window of SORT_WINDOW * batch_size inputs
 
 
@@ -331,13 +329,15 @@ def fail(index: int, reason: str, report: RunReport, sink, progress: Progress) -
 
 
 def _failure_reason(e: BaseException) -> str:
-    """One line: our own errors say it themselves; anything else (OSError, a crash) names its type."""
-    return _reason(e) if isinstance(e, ArxsumError) else f"{type(e).__name__}: {_reason(e)}"
+    """One line in words: our own errors say it themselves; anything else (OSError, a crash) is
+    described (`errors.describe`), never by its class name."""
+    text = " ".join(str(e).split()) if isinstance(e, ArxsumError) else describe(e)
+    return text[:300] or "an unexpected error with no message"
 
 
 def _reason(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text[:300]
+    """The exception's message on one line, at most 300 characters; its description if it has none."""
+    return " ".join(str(e).split())[:300] or describe(e)
 
 
 # -- the model side --------------------------------------------------------------------------

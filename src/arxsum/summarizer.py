@@ -11,9 +11,9 @@ import torch
 from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search
 from arxsum.errors import ModelLoadError, OptionsError
 from arxsum.loading import load_model, resolve
+from arxsum.options import DEFAULT_MODEL
 from arxsum.tokenizer import load_tokenizer
 
-DEFAULT_MODEL = "ccdv/lsg-bart-base-16384-arxiv"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -9,25 +9,19 @@ import json
 from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from arxsum import evaluate
 from arxsum.commands.edge import errors_to_exit_codes
-from arxsum.decoding import GenerationOptions
 from arxsum.errors import InputError
-from arxsum.summarizer import DEFAULT_MODEL, Summarizer
+from arxsum.options import DEFAULT_MODEL, GenerationOptions
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from arxsum import evaluate
 
 _GEN = GenerationOptions()  # the defaults' one source of truth
 _DATA, _MODEL, _DECODING = "Data", "Model", "Decoding (the model card's settings by default)"
@@ -115,6 +109,8 @@ def eval_command(
     ] = _GEN.no_repeat_ngram_size,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
 ) -> None:
+    from arxsum import evaluate  # rouge-score and its kin: imported when a command runs, not for --help
+
     console = Console(stderr=True)
     with errors_to_exit_codes(console):
         examples = evaluate.load_examples(
@@ -134,6 +130,8 @@ def eval_command(
                                         no_repeat_ngram_size=no_repeat_ngram_size)
             if not quiet:
                 console.print(f"loading {model}", highlight=False)
+            from arxsum.summarizer import Summarizer  # the model stack, only when a model runs
+
             summarizer = Summarizer.from_pretrained(model, device=device, dtype=dtype)
             with _progress_and_output(output, len(examples), "summarizing", console, quiet) as (stream, advance):
                 report = evaluate.evaluate_model(summarizer, examples, options, batch_size=batch_size,
@@ -162,6 +160,15 @@ def _output_path(output: Path | None, *, data: Path, predictions: Path | None) -
 @contextmanager
 def _progress_and_output(output: Path | None, total: int, what: str, console: Console, quiet: bool):
     """(the per-example stream or None, advance(n)): a progress bar on stderr, the file open."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with ExitStack() as stack:
@@ -177,6 +184,8 @@ def _progress_and_output(output: Path | None, total: int, what: str, console: Co
 
 
 def _table(report: evaluate.Report) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"ROUGE F-measure (%), {report.count} examples", title_justify="left")
     table.add_column("metric")
     table.add_column("mean", justify="right")

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from arxsum.document import Document
-from arxsum.errors import ArxsumError
+from arxsum.errors import ArxsumError, describe
 
 HELP = (
     "Print the text the model would see for each PAPER (PDF, LaTeX .tex, or text; - for stdin).\n\n"
@@ -126,17 +126,17 @@ class TokenCounter:
     def _load(self):
         if self._tokenizer is None and not self._failed:
             try:
-                from arxsum.loading import resolve
+                from arxsum.hub import resolve
                 from arxsum.tokenizer import load_tokenizer
 
                 if self.model is None:
-                    from arxsum.summarizer import DEFAULT_MODEL  # its one source of truth
+                    from arxsum.options import DEFAULT_MODEL  # its one source of truth
 
                     self.model = DEFAULT_MODEL
                 self._tokenizer = load_tokenizer(resolve(self.model))
             except Exception as e:  # noqa: BLE001 - any failure only costs the token counts
                 self._failed = True
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                reason = str(e).splitlines()[0] if isinstance(e, ArxsumError) and str(e) else describe(e)
                 typer.echo(f"tokens not counted: cannot load the tokenizer of {self.model} ({reason})",
                            err=True)
         return self._tokenizer
