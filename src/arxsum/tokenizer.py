@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from arxsum.errors import ModelLoadError
+from arxsum.errors import ModelLoadError, describe
 
 # BART's special tokens, where a checkpoint's tokenizer_config.json / special_tokens_map.json name none.
 SPECIAL_DEFAULTS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
@@ -66,7 +66,7 @@ def load_tokenizer(directory: Path) -> Tokenizer:
     except ModelLoadError:
         raise
     except Exception as e:  # tokenizers raises plain Exceptions on malformed files
-        raise ModelLoadError(f"cannot load the tokenizer in {directory}: {type(e).__name__}: {e}") from None
+        raise ModelLoadError(f"cannot load the tokenizer in {directory}: {describe(e)}") from None
     return Tokenizer(backend)
 
 

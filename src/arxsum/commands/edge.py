@@ -7,7 +7,7 @@ import os
 import typer
 from rich.console import Console
 
-from arxsum.errors import ArxsumError, OptionsError
+from arxsum.errors import ArxsumError, OptionsError, describe
 
 
 class errors_to_exit_codes:
@@ -36,7 +36,7 @@ class errors_to_exit_codes:
             raise typer.Exit(2 if isinstance(error, OptionsError) else 1)
         if debug or "PYTEST_CURRENT_TEST" in os.environ or not isinstance(error, Exception):
             return False  # a bug: its traceback, under tests and ARXSUM_DEBUG=1
-        message = " ".join(str(error).split())[:300]
-        self.console.print(f"arxsum: error: internal error ({type(error).__name__}: {message}); "
+        message = describe(error)[:300]
+        self.console.print(f"arxsum: error: internal error: {message}; "
                            "ARXSUM_DEBUG=1 shows the traceback", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
