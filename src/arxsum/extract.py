@@ -7,10 +7,11 @@ import io
 import logging
 import warnings
 
+from arxsum.archive import is_archive
 from arxsum.document import Document
 from arxsum.errors import InputError
-from arxsum.latex import latex_document
 from arxsum.paper import split_paper
+from arxsum.project import read_latex_input
 from arxsum.pdftext import read_lines
 
 PDF_MAGIC = b"%PDF-"
@@ -37,11 +38,11 @@ def extract(data: bytes, name: str, *, password: str | None = None, max_pages: i
     if kind == "pdf":
         return _extract_pdf(data, name, password=password, max_pages=max_pages,
                             keep_appendix=keep_appendix, verbose=verbose)
+    if kind == "tex" or is_archive(data, name):  # a LaTeX project: its includes, an e-print archive
+        return read_latex_input(data, name, keep_appendix=keep_appendix, verbose=verbose)
     text = decode_text(data, name)
     if not text.strip():
         raise InputError("empty input")
-    if kind == "tex":
-        return latex_document(text, name, keep_appendix=keep_appendix)
     return Document(source=name, kind=kind, body=text)
 
 

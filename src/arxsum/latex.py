@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 
 from arxsum.document import Document
 from arxsum.errors import InputError
@@ -47,14 +48,14 @@ BIBLIOGRAPHY = re.compile(r"\\bibliography\s*\{|\\begin\{thebibliography\}|\\pri
 def latex_document(source: str, name: str, *, keep_appendix: bool = False) -> Document:
     """A .tex file's parts; the body runs from the first section after the abstract to the references."""
     text = strip_comments(source)
-    text = expand_simple_macros(text)
+    text, macro_notes = expand_macros(text)
     title = braced_argument(text, r"\\title\s*(\[[^\]]*\])?\s*\{")
     abstract = environment_body(text, "abstract") or braced_argument(text, r"\\abstract\s*\{")
     begin = text.find("\\begin{document}")
     document = text[begin + len("\\begin{document}"):] if begin >= 0 else text
     end_doc = document.find("\\end{document}")
     document = document[:end_doc] if end_doc >= 0 else document
-    dropped: Counter[str] = Counter()
+    dropped: Counter[str] = Counter(macro_notes)
 
     abstract_end = document.find("\\end{abstract}")
     first = SECTION.search(document, max(abstract_end, 0))
@@ -91,23 +92,261 @@ def strip_comments(text: str) -> str:
     return re.sub(r"\\iffalse\b.*?\\fi\b", "", text, flags=re.DOTALL)
 
 
-def expand_simple_macros(text: str) -> str:
-    """Inline macros without arguments: \\def\\be{\\begin{equation}}, \\newcommand{\\R}{\\mathbb{R}}."""
-    macros: dict[str, str] = {}
-    pattern = re.compile(r"\\(?:def|newcommand|renewcommand|providecommand)\*?\s*\{?\\([A-Za-z]+)\}?\s*\{")
-    for m in pattern.finditer(text):
-        body = balanced(text, m.end() - 1)
-        if body is not None and "#" not in body:
-            macros[m.group(1)] = body
-    if not macros:
-        return text
-    names = "|".join(sorted(map(re.escape, macros), key=len, reverse=True))
-    use = re.compile(rf"\\({names})(?![A-Za-z])")
-    begin = text.find("\\begin{document}")
-    head, rest = (text[:begin], text[begin:]) if begin >= 0 else ("", text)
-    for _ in range(3):  # macros defined with other macros
-        rest = use.sub(lambda m: macros[m.group(1)] + " ", rest)
-    return head + rest
+MAX_MACRO_DEPTH = 32  # a macro expanding to itself stops here
+MAX_EXPANSIONS = 200_000  # and a chain that doubles at each level (\\def\\a{\\b\\b}...) stops here
+MAX_EXPANDED_CHARS = 16 * 2**20
+NEVER_EXPAND = frozenset({"todo"})  # a paper's own \\todo is still a note to its authors: dropped
+DEFINERS = frozenset({"newcommand", "renewcommand", "providecommand", "DeclareRobustCommand", "def", "gdef",
+                      "edef", "xdef", "let", "DeclareMathOperator", "newtoggle", "toggletrue", "togglefalse",
+                      "iftoggle"})
+CONTROL_WORD = re.compile(r"\\([A-Za-z]+)")
+PARAMETER = re.compile(r"#(#|[1-9])")
+
+
+@dataclass
+class Macro:
+    body: str
+    args: int = 0
+    default: str | None = None  # the first argument's default: it is then optional, in [...]
+
+
+def expand_macros(text: str) -> tuple[str, Counter]:
+    """The text with the macros it defines expanded where they are used, as TeX would.
+
+    \\newcommand, \\renewcommand, \\providecommand, \\DeclareRobustCommand (with [n] arguments and a
+    [default] first one), \\def (with #1#2... parameters; delimited parameters are not read), \\let and
+    \\DeclareMathOperator; etoolbox toggles pick their branch. Definitions are removed; a macro used in
+    math expands inside that math. Returns the text and notes for `dropped` (limits reached).
+    """
+    return _Expander().run(text)
+
+
+class _Expander:
+    """A small TeX-like input stack: an expansion is read before the text after it, so a macro can
+    take its arguments from the text that follows its use."""
+
+    def __init__(self) -> None:
+        self.macros: dict[str, Macro] = {}
+        self.toggles: dict[str, bool] = {}
+        self.notes: Counter = Counter()
+        self.frames: list[list] = []  # [text, pos, depth], innermost last
+        self.expansions = 0
+        self.expanded_chars = 0
+
+    def run(self, text: str) -> tuple[str, Counter]:
+        out: list[str] = []
+        self.frames = [[text, 0, 0]]
+        while self.frames:
+            frame = self.frames[-1]
+            src, pos, depth = frame
+            i = src.find("\\", pos)
+            if i < 0:
+                out.append(src[pos:])
+                self.frames.pop()
+                self._separate(out)
+                continue
+            out.append(src[pos:i])
+            m = CONTROL_WORD.match(src, i)
+            if m is None:  # \\\\, \\$, \\%: a control symbol, kept
+                out.append(src[i:i + 2])
+                frame[1] = i + 2
+                continue
+            name = m.group(1)
+            frame[1] = m.end()
+            if name in DEFINERS:
+                self._define(name, out)
+            elif name in self.macros and name not in NEVER_EXPAND and self._may_expand(name, depth):
+                self._expand(name, depth, out)
+            else:
+                out.append(m.group(0))
+        return "".join(out), self.notes
+
+    def _separate(self, out: list[str]) -> None:
+        """An expansion that ends in a control word, before a letter: a space keeps them apart."""
+        if out and self.frames and re.search(r"\\[A-Za-z]+$", out[-1]):
+            src, pos, _ = self.frames[-1]
+            if pos < len(src) and src[pos].isalpha():
+                out.append(" ")
+
+    # -- reading from the input stack --
+
+    def _peek(self) -> str:
+        """The next character, popping finished expansions; "" at the very end."""
+        while self.frames:
+            src, pos, _ = self.frames[-1]
+            if pos < len(src):
+                return src[pos]
+            if len(self.frames) == 1:
+                return ""
+            self.frames.pop()
+        return ""
+
+    def _skip_spaces(self) -> None:
+        while self._peek() in (" ", "\t", "\n") and self._peek():
+            self.frames[-1][1] += 1
+
+    def _read_group(self) -> str:
+        """A balanced {...}'s inside (the brace at the current position), or to the frame's end."""
+        frame = self.frames[-1]
+        src, pos = frame[0], frame[1]
+        inner = balanced(src, pos)
+        if inner is None:
+            frame[1] = len(src)
+            return src[pos + 1:]
+        frame[1] = pos + len(inner) + 2
+        return inner
+
+    def _read_arg(self) -> str:
+        """One undelimited argument: a brace group (braces stripped), a control sequence or a character."""
+        self._skip_spaces()
+        c = self._peek()
+        if not c:
+            return ""
+        frame = self.frames[-1]
+        src, pos = frame[0], frame[1]
+        if c == "{":
+            return self._read_group()
+        if c == "\\":
+            m = CONTROL_WORD.match(src, pos)
+            end = m.end() if m else min(len(src), pos + 2)
+            frame[1] = end
+            return src[pos:end]
+        frame[1] = pos + 1
+        return c
+
+    def _read_optional(self) -> str | None:
+        """A [...] argument (brackets inside braces do not end it), or None when there is none."""
+        self._skip_spaces()
+        if self._peek() != "[":
+            return None
+        frame = self.frames[-1]
+        src, pos = frame[0], frame[1]
+        depth = 0
+        for j in range(pos + 1, len(src)):
+            c = src[j]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+            elif c == "]" and depth <= 0:
+                frame[1] = j + 1
+                return src[pos + 1:j]
+        return None
+
+    def _read_name(self) -> str | None:
+        """The macro a definition names: \\name or {\\name}."""
+        self._skip_spaces()
+        c = self._peek()
+        frame = self.frames[-1]
+        src, pos = frame[0], frame[1]
+        if c == "{":
+            m = re.compile(r"\{\s*\\([A-Za-z@]+|.)\s*\}").match(src, pos)
+        elif c == "\\":
+            m = re.compile(r"\\([A-Za-z@]+|.)").match(src, pos)
+        else:
+            return None
+        if m is None:
+            return None
+        frame[1] = m.end()
+        return m.group(1)
+
+    # -- definitions and uses --
+
+    def _define(self, command: str, out: list[str]) -> None:
+        if command in ("newtoggle", "togglefalse", "toggletrue"):
+            name = self._read_arg().strip()
+            self.toggles[name] = command == "toggletrue"
+            return
+        if command == "iftoggle":
+            name, yes, no = self._read_arg().strip(), self._read_arg(), self._read_arg()
+            self._push(yes if self.toggles.get(name, False) else no, self.frames[-1][2])
+            return
+        star = self._star()
+        name = self._read_name()
+        if name is None:
+            out.append("\\" + command)
+            return
+        if command == "let":
+            self._skip_spaces()
+            if self._peek() == "=":
+                self.frames[-1][1] += 1
+            target = self._read_arg()
+            alias = self.macros.get(target[1:]) if target.startswith("\\") else None
+            self.macros[name] = alias if alias is not None else Macro(target)
+            return
+        if command == "DeclareMathOperator":
+            self.macros[name] = Macro(f"\\operatorname{'*' if star else ''}{{{self._read_arg()}}}")
+            return
+        if command in ("def", "gdef", "edef", "xdef"):
+            frame = self.frames[-1]
+            src, pos = frame[0], frame[1]
+            brace = src.find("{", pos)
+            params = src[pos:brace] if brace >= 0 else ""
+            if brace < 0:
+                return
+            frame[1] = brace
+            body = self._read_group()
+            if not re.fullmatch(r"\s*(#[1-9]\s*)*", params):
+                self.notes["\\def with delimited parameters (not expanded)"] += 1
+                self.macros.pop(name, None)
+                return
+            self.macros[name] = Macro(body, params.count("#"))
+            return
+        n = self._read_optional()
+        default = self._read_optional() if n is not None else None
+        self._skip_spaces()
+        body = self._read_group() if self._peek() == "{" else self._read_arg()
+        try:
+            args = int(n.strip()) if n is not None else 0
+        except ValueError:
+            args = 0
+        if command == "providecommand" and name in self.macros:
+            return
+        self.macros[name] = Macro(body, max(0, min(9, args)), default)
+
+    def _star(self) -> bool:
+        if self._peek() == "*":
+            self.frames[-1][1] += 1
+            return True
+        return False
+
+    def _may_expand(self, name: str, depth: int) -> bool:
+        if depth >= MAX_MACRO_DEPTH:
+            self.notes[f"macros nested deeper than {MAX_MACRO_DEPTH} (left unexpanded)"] += 1
+            return False
+        if self.expansions >= MAX_EXPANSIONS or self.expanded_chars >= MAX_EXPANDED_CHARS:
+            self.notes["macro expansion stopped at its limit"] += 1
+            return False
+        return True
+
+    def _expand(self, name: str, depth: int, out: list[str]) -> None:
+        macro = self.macros[name]
+        args: list[str] = []
+        if macro.args:
+            if macro.default is not None:
+                optional = self._read_optional()
+                args.append(macro.default if optional is None else optional)
+            while len(args) < macro.args:
+                args.append(self._read_arg())
+
+        def substitute(m: re.Match) -> str:
+            if m.group(1) == "#":
+                return "#"
+            k = int(m.group(1))
+            value = args[k - 1] if k <= len(args) else ""
+            before = macro.body[:m.start()]
+            if value[:1].isalpha() and re.search(r"\\[A-Za-z]+$", before):
+                return " " + value  # \\mathbf#1 with x is \\mathbf x, not \\mathbfx
+            return value
+
+        body = PARAMETER.sub(substitute, macro.body) if macro.args or "#" in macro.body else macro.body
+        self.expansions += 1
+        self.expanded_chars += len(body)
+        self._push(body, depth + 1)
+
+    def _push(self, text: str, depth: int) -> None:
+        if text:
+            self.frames.append([text, 0, depth])
 
 
 def balanced(text: str, open_at: int) -> str | None:
@@ -161,7 +400,6 @@ def to_text(latex: str) -> str:
                   lambda m: f" $${m.group(2)}$$ ", text, flags=re.DOTALL)
     text = re.sub(r"\\\[(.*?)\\\]", lambda m: f" $${m.group(1)}$$ ", text, flags=re.DOTALL)
     text = re.sub(r"\\\((.*?)\\\)", lambda m: f"${m.group(1)}$", text, flags=re.DOTALL)
-    text = re.sub(r"\\ensuremath\s*\{([^{}]*)\}", r"$\1$", text)
     text, maths = _hold_math(text)
     text = SECTION.sub(lambda m: "\n\n\\dropgroup{", text)  # headings are not body text
     text = re.sub(r"\\(paragraph|subparagraph)\*?\s*\{([^{}]*)\}", r"\n\n\2. ", text)
@@ -192,7 +430,21 @@ def _hold_math(text: str) -> tuple[str, list[str]]:
         maths.append(m.group(0))
         return f"\ue002{len(maths) - 1}\ue002"
 
-    return re.sub(r"\$\$.+?\$\$|(?<!\\)\$.+?(?<!\\)\$", hold, text, flags=re.DOTALL), maths
+    text = re.sub(r"\$\$.+?\$\$|(?<!\\)\$.+?(?<!\\)\$", hold, text, flags=re.DOTALL)
+    out: list[str] = []
+    pos = 0
+    for m in re.finditer(r"\\ensuremath\s*(?=\{)", text):  # outside math, a macro's \ensuremath is math
+        if m.start() < pos:
+            continue
+        inner = balanced(text, m.end())
+        if inner is None:
+            continue
+        out.append(text[pos:m.start()])
+        maths.append(f"${inner}$")
+        out.append(f"\ue002{len(maths) - 1}\ue002")
+        pos = m.end() + len(inner) + 2
+    out.append(text[pos:])
+    return "".join(out), maths
 
 
 def _restore_math(text: str, maths: list[str]) -> str:
@@ -200,10 +452,22 @@ def _restore_math(text: str, maths: list[str]) -> str:
         span = maths[int(m.group(1))]
         inner = span.strip("$")
         inner = re.sub(r"\\(label|tag|nonumber|notag)\b(\{[^{}]*\})?", "", inner)
+        inner = _unwrap(inner, "ensuremath")
         return ("$$" if span.startswith("$$") else "$") + re.sub(r"\s+", " ", inner).strip() + \
             ("$$" if span.startswith("$$") else "$")
 
     return re.sub("\ue002(\\d+)\ue002", restore, text)
+
+
+def _unwrap(text: str, command: str) -> str:
+    """`\\command{x}` -> `x` (balanced braces), for commands that only mark their argument."""
+    pattern = re.compile(rf"\\{command}\s*(?=\{{)")
+    while (m := pattern.search(text)) is not None:
+        inner = balanced(text, m.end())
+        if inner is None:
+            break
+        text = text[:m.start()] + inner + text[m.end() + len(inner) + 2:]
+    return text
 
 
 def _drop_commands_with_args(text: str) -> str:
