@@ -227,4 +227,137 @@ def ieee_like(path: Path) -> PaperSpec:
 def build_all(directory: Path) -> dict[str, PaperSpec]:
     return {"one_column": one_column(directory / "one-column.pdf"),
             "two_column": two_column(directory / "two-column.pdf"),
-            "ieee_like": ieee_like(directory / "ieee-like.pdf")}
+            "ieee_like": ieee_like(directory / "ieee-like.pdf"),
+            "tex_fonts": tex_fonts(directory / "tex-fonts.pdf")}
+
+
+# --- PDFs written by hand: fonts as old TeX PDFs have them ---------------------------------------
+
+OT1_CODES = [("ffi", 0x0E), ("ffl", 0x0F), ("ff", 0x0B), ("fi", 0x0C), ("fl", 0x0D), ("“", 0x5C), ("”", 0x22),
+             ("–", 0x7B), ("—", 0x7C), ("ß", 0x19), ("æ", 0x1A), ("’", 0x27)]
+T1_CODES = [("ffi", 0x1E), ("ffl", 0x1F), ("ff", 0x1B), ("fi", 0x1C), ("fl", 0x1D), ("“", 0x10), ("”", 0x11),
+            ("–", 0x15), ("—", 0x16), ("Ł", 0x8A), ("ó", 0xF3), ("ź", 0xB9), ("ß", 0xFF), ("-", 0x7F), ("’", 0x27)]
+
+
+def tex_encode(text: str, codes: list[tuple[str, int]]) -> bytes:
+    """Text in a TeX font's own codes (ligatures, quotes and dashes where OT1 or T1 puts them)."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        for chars, code in codes:
+            if text.startswith(chars, i):
+                out.append(code)
+                i += len(chars)
+                break
+        else:
+            out += text[i].encode("latin-1")
+            i += 1
+    return bytes(out)
+
+
+def pdf_string(data: bytes) -> bytes:
+    return b"(" + b"".join(bytes([c]) if 0x20 <= c < 0x7F and c not in b"()\\" else b"\\%03o" % c
+                           for c in data) + b")"
+
+
+@dataclass
+class RawLine:
+    font: str  # resource name
+    size: float
+    x: float
+    y: float
+    text: str
+    codes: list[tuple[str, int]] = field(default_factory=lambda: OT1_CODES)
+
+
+def raw_pdf(path: Path, pages: list[list[RawLine]], fonts: dict[str, bytes], extra: list[bytes] | None = None,
+            drawings: list[bytes] | None = None) -> None:
+    """A PDF with Type 1 font dictionaries as given (`fonts`: resource name -> dictionary body)
+    and each line drawn as TeX draws it: one TJ of words set apart by kerns, no space glyphs.
+    `extra` objects are appended after the fonts (numbered on from them); `drawings[i]` is put
+    before page i's text."""
+    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
+    font_ids = {}
+    for name, body in fonts.items():
+        objects.append(body)
+        font_ids[name] = len(objects)
+    objects += extra or []
+    kids = []
+    for i, lines in enumerate(pages):
+        ops = [drawings[i]] if drawings and i < len(drawings) else []
+        for ln in lines:
+            words = [pdf_string(tex_encode(w, ln.codes)) for w in ln.text.split(" ")]
+            ops.append(b"BT /%s %g Tf 1 0 0 1 %g %g Tm [%s] TJ ET" % (ln.font.encode(), ln.size, ln.x, ln.y,
+                                                                     b" -333 ".join(words)))
+        content = b"\n".join(ops)
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
+        font_res = b" ".join(b"/%s %d 0 R" % (n.encode(), k) for n, k in font_ids.items())
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+                       b"/Resources << /Font << %s >> %s>> >>" % (len(objects), font_res, RESOURCES_EXTRA.get(path, b"")))
+        kids.append(len(objects))
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (n, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+
+
+RESOURCES_EXTRA: dict[Path, bytes] = {}  # a path's extra page resources (its XObjects)
+
+
+def type1_font(base: str, descriptor: bytes = b"") -> bytes:
+    """A Type 1 font dictionary with widths and no /Encoding and no /ToUnicode: what pypdf reads
+    with StandardEncoding unless it can read the font program (`descriptor` may embed one)."""
+    widths = b" ".join([b"500"] * 256)
+    return (b"<< /Type /Font /Subtype /Type1 /BaseFont /%s /FirstChar 0 /LastChar 255 /Widths [%s] %s>>"
+            % (base.encode(), widths, descriptor))
+
+
+TEX_TITLE = "Old Fonts Without Maps"
+TEX_ABSTRACT = "We read a paper whose fonts name their encoding only."
+TEX_INTRO = [
+    "The first results of this finite model are significant: the efficient",
+    "flow of “small” filters differs—as shown—from the 10–20 offline",
+    "cases, and the specific fluffy affine figures follow.",
+]
+TEX_RESULTS_T1 = [
+    "In the second section the fluid’s “effective” field of Łódź and",
+    "Straße—affine—stays fine, and the compu-",
+    "tation of the official figures is first.",
+]
+TEX_CODE_LINE = "The typewriter call"  # followed by a CMTT10 fragment `f{x|y}` on the same line
+# a font with a name that says nothing: its ligature codes next to letters still read as ligatures,
+# and a stray control character is counted in `dropped`
+TEX_UNNAMED = "An unnamed font gives the final \x01 offer."
+
+
+def tex_fonts(path: Path) -> PaperSpec:
+    """A one-column paper set in Computer Modern (OT1), cm-super (T1) and CM typewriter fonts
+    that carry no /Encoding, no /ToUnicode and no font program: only their names tell."""
+    fonts = {"F1": type1_font("ABCDEF+CMR10"), "F2": type1_font("ABCDEF+CMBX12"),
+             "F3": type1_font("ABCDEF+CMR17"), "F4": type1_font("ABCDEF+CMR9"),
+             "F5": type1_font("ABCDEF+SFRM1000"), "F6": type1_font("ABCDEF+CMTT10"),
+             "F7": type1_font("ABCDEF+PaperRoman")}
+    t1 = T1_CODES
+    page1 = [RawLine("F3", 17, 200, 700, TEX_TITLE), RawLine("F1", 12, 240, 672, "Ada Lovelace"),
+             RawLine("F2", 10, 280, 630, "Abstract"), RawLine("F4", 9, 110, 614, TEX_ABSTRACT),
+             RawLine("F2", 12, 72, 580, "1 Introduction")]
+    page1 += [RawLine("F1", 10, 72, 560 - 12.5 * i, t) for i, t in enumerate(TEX_INTRO)]
+    page1.append(RawLine("F1", 10, 300, 40, "1"))
+    page2 = [RawLine("F2", 12, 72, 720, "2 Results")]
+    page2 += [RawLine("F5", 10, 72, 700 - 12.5 * i, t, t1) for i, t in enumerate(TEX_RESULTS_T1)]
+    page2 += [RawLine("F1", 10, 72, 662.5, TEX_CODE_LINE), RawLine("F6", 10, 180, 662.5, "f{x|y}"),
+              RawLine("F1", 10, 72, 650, "returns a value."), RawLine("F7", 10, 72, 630, TEX_UNNAMED)]
+    page2 += [RawLine("F2", 12, 72, 610, "References"), RawLine("F4", 9, 72, 594, REFERENCE),
+              RawLine("F1", 10, 300, 40, "2")]
+    raw_pdf(path, [page1, page2], fonts)
+    body = " ".join(TEX_INTRO) + " " + " ".join(TEX_RESULTS_T1).replace("compu- tation", "computation") \
+        + " " + TEX_CODE_LINE + " f{x|y} returns a value. " + " ".join(TEX_UNNAMED.replace("\x01", "").split())
+    return PaperSpec(path, title=TEX_TITLE, abstract=TEX_ABSTRACT, sections=["1 Introduction", "2 Results"],
+                     body=body, noise=["cited work", "Ada Lovelace", "paper whose"])

@@ -287,6 +287,45 @@ def test_generated_paper_reads_in_order_without_furniture(generated, layout):
         assert noise not in doc.body
 
 
+def test_fonts_without_maps_read_in_their_tex_encoding(generated):
+    """OT1 (CMR), T1 (SFRM) and OT1 typewriter (CMTT) fonts with no /Encoding, /ToUnicode or font
+    program: pypdf alone gives control characters for the ligatures and ASCII for the quotes and
+    dashes; extraction gives the paper's characters, and counts what it could not map."""
+    import pypdf
+
+    spec = generated["tex_fonts"]
+    plain = pypdf.PdfReader(spec.path).pages[0].extract_text()
+    assert "\x0crst" in plain and "\\small\"" in plain  # the defect, as pypdf alone shows it
+    doc = extract(spec.path.read_bytes(), spec.path.name)
+    assert " ".join(doc.body.split()) == spec.body
+    assert doc.title == spec.title and doc.abstract == spec.abstract and doc.sections == spec.sections
+    assert doc.dropped["control characters"] == 1
+    text = to_model_text(doc).text
+    assert "significant" in text and "offline" in text and "computation" in text and "\x0c" not in text
+
+
+def test_fonts_that_pypdf_can_read_are_left_alone():
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    from arxsum.fontenc import OT1, OT1_TT, T1, pypdf_reads_its_encoding, tex_encoding
+
+    def font(**entries) -> DictionaryObject:
+        return DictionaryObject({NameObject(f"/{k}"): v for k, v in entries.items()})
+
+    program = DecodedStreamObject()
+    program.set_data(b"%!PS-AdobeFont-1.0: CMR10\n/Encoding 256 array\ndup 12 /fi put\nreadonly def\n"
+                     b"currentfile eexec\n\x8f\x00")
+    bare = font(BaseFont=NameObject("/ABCDEF+CMR10"))
+    assert not pypdf_reads_its_encoding(bare)
+    assert pypdf_reads_its_encoding(font(BaseFont=NameObject("/CMR10"), Encoding=NameObject("/WinAnsiEncoding")))
+    assert pypdf_reads_its_encoding(font(FontDescriptor=font(FontFile=program)))
+    program.set_data(b"%!PS-AdobeFont-1.0: CMR10\n/Encoding StandardEncoding def\ncurrentfile eexec\n")
+    assert not pypdf_reads_its_encoding(font(FontDescriptor=font(FontFile=program)))
+    assert tex_encoding("ABCDEF+CMBX12") is OT1 and tex_encoding("CMTT10") is OT1_TT
+    assert tex_encoding("ECRM1000") is T1 and tex_encoding("CMMI10") is None and tex_encoding("Times-Roman") is None
+    assert OT1[0x0E] == "\ufb03" and T1[0x1E] == "\ufb03" and OT1[0x7B] == "–" and OT1_TT[0x7B] == "{"
+
+
 def test_generated_paper_model_text(generated):
     text = to_model_text(extract(generated["ieee_like"].path.read_bytes(), "x.pdf")).text
     assert "roman numerals ." in text and "the work of @xcite ." in text and text == text.lower()

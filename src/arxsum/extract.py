@@ -78,7 +78,7 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
         with warnings.catch_warnings():
             if not verbose:
                 warnings.simplefilter("ignore")  # pypdf's PdfReadWarning and friends
-            lines, rotated, unreadable = read_lines(reader, limit)
+            lines, fragments_dropped, unreadable = read_lines(reader, limit)
     except FileNotDecryptedError:
         raise InputError("encrypted PDF: pass the password with --password") from None
     except DependencyError as e:
@@ -90,8 +90,7 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
     if not any(ln.text.strip() for ln in lines):
         raise InputError("no text layer: OCR it first")
     parts = split_paper(lines, float(reader.pages[0].mediabox.top), keep_appendix=keep_appendix)
-    if rotated:
-        parts.dropped["rotated text fragments (arXiv stamp)"] += rotated
+    parts.dropped.update(fragments_dropped)
     notes = [f"{unreadable} damaged page(s) skipped"] if unreadable else []
     if importlib.util.find_spec("fontTools") is None:
         notes.append("fontTools is not installed: pypdf may misread the text of Type1 (CFF) fonts")

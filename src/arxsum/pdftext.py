@@ -13,6 +13,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from arxsum.fontenc import install_tex_maps, tex_encoding
+
 # Font names (after the subset prefix) that only set mathematics: Computer Modern / Latin Modern
 # math italic, symbols and extension, AMS symbols, blackboard and script alphabets, and the math
 # fonts of the common Times / Palatino packages.
@@ -41,6 +43,13 @@ MIN_SIZE = 2.0  # points; smaller text is not meant to be read
 HEADER_BAND = 0.10  # top fraction of the page where running headers live
 FOOTER_BAND = 0.10  # bottom fraction of the page where footers and page numbers live
 CHAR_WIDTH = 0.45  # average glyph width as a fraction of the font size (estimates line ends)
+# TeX's ligature codes (OT1 0x0B-0x0F) that reach us as control characters from fonts we could not
+# name: next to a letter they are the ligatures; other control characters are counted and dropped.
+LIGATURE_CODES = {"\x0b": "ff", "\x0c": "fi", "\x0d": "fl", "\x0e": "ffi", "\x0f": "ffl"}
+LIGATURE_CODE = re.compile(r"(?<=[^\W\d_])[\x0b-\x0f]|[\x0b-\x0f](?=[^\W\d_])")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+ROTATED = "rotated text fragments (arXiv stamp)"
+CONTROLS = "control characters"
 
 
 @dataclass
@@ -150,34 +159,52 @@ def _math_flags(fragments: list[Fragment], base: float, base_size: float) -> lis
     return flags
 
 
-def page_fragments(page) -> tuple[list[Fragment], int]:
-    """The page's text fragments in content-stream order, and how many rotated ones were skipped.
+def page_fragments(page) -> tuple[list[Fragment], Counter]:
+    """The page's text fragments in content-stream order, and counts of what was left out of them
+    (rotated fragments, control characters).
 
+    TeX-encoded fonts that pypdf cannot decode are given their encoding's map first (`fontenc`).
     Text smaller than MIN_SIZE is invisible (the LaTeX source that latexit embeds in figures) and
     is left out, unless nearly all of the page is that small: then its fonts are scaled in a way
     we do not follow (Type3 bitmap fonts of old dvips PDFs) and the sizes are only relative.
     """
     fragments: list[Fragment] = []
-    rotated = 0
+    dropped: Counter[str] = Counter()
+    install_tex_maps(page)
 
     def visit(text, cm, tm, font_dict, font_size):
-        nonlocal rotated
         if not text or not text.strip():
             return
         m = _multiply(tm, cm)
         if abs(m[1]) > 1e-3 or abs(m[2]) > 1e-3 or m[0] <= 0:
-            rotated += 1  # the vertical arXiv stamp, rotated figure labels
+            dropped[ROTATED] += 1  # the vertical arXiv stamp, rotated figure labels
             return
         scale = (m[0] ** 2 + m[1] ** 2) ** 0.5
         font = str((font_dict or {}).get("/BaseFont", "")).lstrip("/")
         font = font.split("+", 1)[-1]
-        fragments.append(Fragment(m[4], m[5], font_size * scale, font, text.replace("\n", " ")))
+        text = text.replace("\n", " ")
+        if CONTROL.search(text):
+            text = _control_codes(text, font)
+        text, controls = CONTROL.subn(" ", text)
+        dropped[CONTROLS] += controls
+        if text.strip():
+            fragments.append(Fragment(m[4], m[5], font_size * scale, font, text))
 
     page.extract_text(visitor_text=visit)
+    dropped = +dropped  # no zero counts
     visible = [f for f in fragments if f.size >= MIN_SIZE]
     if sum(len(f.text) for f in visible) < 0.1 * sum(len(f.text) for f in fragments):
-        return [f for f in fragments if f.size > 0], rotated  # no readable size anywhere: keep all
-    return visible, rotated
+        return [f for f in fragments if f.size > 0], dropped  # no readable size anywhere: keep all
+    return visible, dropped
+
+
+def _control_codes(text: str, font: str) -> str:
+    """Control characters are codes pypdf could not decode: read them in the font's TeX encoding
+    where its name gives one, else as OT1's ligatures where they touch a letter."""
+    encoding = tex_encoding(font)
+    if encoding is not None:
+        return CONTROL.sub(lambda c: encoding.get(ord(c.group(0)), c.group(0)), text)
+    return LIGATURE_CODE.sub(lambda c: LIGATURE_CODES[c.group(0)], text)
 
 
 def _multiply(m, n):
@@ -311,13 +338,13 @@ def _signature(line: Line) -> str:
     return re.sub(r"[\d\s]+", "#", line.text.lower())
 
 
-def read_lines(reader, limit: int) -> tuple[list[Line], int, int]:
-    """The lines of the first `limit` pages in reading order (furniture marked), how many rotated
-    fragments were skipped, and how many pages could not be read (damaged content streams)."""
+def read_lines(reader, limit: int) -> tuple[list[Line], Counter, int]:
+    """The lines of the first `limit` pages in reading order (furniture marked), counts of what was
+    left out of the fragments, and how many pages could not be read (damaged content streams)."""
     pages: list[list[Line]] = []
     heights: list[float] = []
     widths: list[float] = []
-    rotated = 0
+    dropped: Counter[str] = Counter()
     unreadable = 0
     for i in range(limit):
         page = reader.pages[i]
@@ -326,14 +353,14 @@ def read_lines(reader, limit: int) -> tuple[list[Line], int, int]:
         except Exception:  # noqa: BLE001 - pypdf fails in many ways on a damaged page; skip it
             unreadable += 1
             continue
-        rotated += skipped
+        dropped += skipped
         pages.append(group_lines(fragments, page=i))
         heights.append(float(page.mediabox.top))
         widths.append(float(page.mediabox.width))
     columns = column_starts(pages, widths)
     pages = [reading_order(lines, x, lines[0].page if lines else 0) for lines, x in zip(pages, columns, strict=True)]
     mark_furniture(pages, heights)
-    return [ln for lines in pages for ln in lines], rotated, unreadable
+    return [ln for lines in pages for ln in lines], dropped, unreadable
 
 
 def column_starts(pages: list[list[Line]], widths: list[float]) -> list[float | None]:
