@@ -136,3 +136,53 @@ def test_a_worker_that_dies_fails_its_file_in_one_line_and_is_replaced(tmp_path)
         with pytest.raises(InputError, match="extraction crashed"):
             future.result(timeout=60)
         assert extractor.submit(Source(name=str(good), kind="file", path=good)).result(timeout=60).doc.body == "body"
+
+
+# --- LaTeX projects (issue 15) ------------------------------------------------------------------
+
+MAIN_TEX = ("\\documentclass{article}\\begin{document}\\section{Intro}\\input{sections/a}"
+            "\\includegraphics{fig}\\bibliography{refs}\\end{document}")
+
+
+def make_projects(root: Path) -> Path:
+    """A folder of papers: a project folder (with its figure, .bib and built PDF), an e-print, a PDF, a lone .tex."""
+    import io
+    import tarfile
+
+    files = {"proj/main.tex": MAIN_TEX, "proj/sections/a.tex": "Section words.", "proj/sections/old.tex": "Unused.",
+             "proj/fig.pdf": "%PDF-1.4 figure", "proj/main.pdf": "%PDF-1.4 built", "proj/refs.bib": "@article{x}",
+             "x.pdf": "%PDF-1.4 paper", "lone/notes.tex": "A note without a document environment."}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in [("main.tex", MAIN_TEX), ("sections/a.tex", "Archived words.")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+    (root / "eprint.tar.gz").write_bytes(buf.getvalue())
+    (root / "proj" / "main.synctex.gz").write_bytes(b"\x1f\x8b not a paper")
+    return root
+
+
+def test_a_folder_of_projects_gives_one_paper_per_project_and_per_pdf(tmp_path):
+    root = make_projects(tmp_path / "papers")
+    found = discover([str(root)])
+    assert [Path(f.name).relative_to(root).as_posix() for f in found] == [
+        "eprint.tar.gz", "x.pdf", "lone/notes.tex", "proj/main.tex"]
+    assert [str(f.rel) for f in found] == ["eprint", "x", "lone/notes", "proj/main"]
+    assert [Path(f.name).name for f in discover([str(root / "proj")])] == ["main.tex"]
+
+
+def test_a_project_main_file_is_read_with_its_includes_in_the_worker(tmp_path):
+    root = make_projects(tmp_path / "papers")
+    with Extractor(ExtractOptions(), timeout=60, workers=1) as extractor:
+        main = extractor.submit(Source(name=str(root / "proj/main.tex"), kind="file", path=root / "proj/main.tex"))
+        eprint = extractor.submit(Source(name=str(root / "eprint.tar.gz"), kind="file", path=root / "eprint.tar.gz"))
+        bad = extractor.submit(Source(name="bad.tar.gz", kind="file", path=root / "proj" / "main.synctex.gz"))
+        assert main.result(timeout=60).doc.body == "Section words."
+        assert eprint.result(timeout=60).doc.body == "Archived words."
+        with pytest.raises(InputError, match="damaged or unreadable archive") as info:
+            bad.result(timeout=60)
+    assert "\n" not in str(info.value)

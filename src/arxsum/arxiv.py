@@ -1,4 +1,8 @@
-"""arXiv ids and URLs -> the paper's PDF bytes, downloaded once into a cache.
+"""arXiv ids and URLs -> the paper's LaTeX source or PDF bytes, downloaded once into a cache.
+
+`fetch_source` gets `/e-print/ID`: a gzipped tar, a gzipped single `.tex`, or the PDF itself for
+PDF-only submissions; `fetch_pdf` gets `/pdf/ID`. Which one a run reads is the client's `source`
+preference (`--source auto|latex|pdf`); `arxsum.sources.Extractor` applies it.
 
 arXiv asks scripts for a User-Agent and at most one request every 3 seconds
 (https://info.arxiv.org/help/api/tou.html); `ArxivClient` keeps both. The base URL, cache folder
@@ -16,10 +20,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from arxsum.errors import InputError
+from arxsum.errors import InputError, OptionsError
 
 DEFAULT_BASE_URL = "https://arxiv.org"
 DEFAULT_DELAY_S = 3.0  # arXiv's terms of use: no more than one request every 3 seconds
+SOURCE_CHOICES = ("auto", "latex", "pdf")  # auto: the LaTeX source when there is one, else the PDF
 USER_AGENT = "arxsum/0.1 (+https://github.com/arxsum; paper summarizer)"
 
 _NEW_ID = r"\d{4}\.\d{4,5}(?:v\d+)?"  # 2210.15497, 2210.15497v2 (since 2007)
@@ -73,7 +78,10 @@ class ArxivClient:
     """Fetch PDFs by id, each at most once (cache), at most one request every `delay` seconds."""
 
     def __init__(self, *, base: str | None = None, cache_dir: Path | None = None,
-                 delay: float | None = None, timeout: float = 60.0) -> None:
+                 delay: float | None = None, timeout: float = 60.0, source: str = "auto") -> None:
+        if source not in SOURCE_CHOICES:
+            raise OptionsError(f"--source must be one of {', '.join(SOURCE_CHOICES)}, got {source!r}")
+        self.source = source
         self.base = (base or base_url()).rstrip("/")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.delay = default_delay() if delay is None else delay
@@ -93,6 +101,23 @@ class ArxivClient:
         if not data.lstrip().startswith(b"%PDF-"):
             raise InputError(f"arXiv did not return a PDF for {arxiv_id} (not yet rendered, or withdrawn?)")
         self._store(path, data)
+        return data
+
+    def cached_source_path(self, arxiv_id: str) -> Path:
+        return self.cache_dir / f"{cache_name(arxiv_id)}.e-print"
+
+    def fetch_source(self, arxiv_id: str) -> bytes:
+        """The paper's e-print as arXiv serves it (gzipped tar or .tex, or a PDF), cached beside the PDFs;
+        a PDF is also cached as the PDF, so a PDF-only paper costs one request."""
+        path = self.cached_source_path(arxiv_id)
+        if path.is_file():
+            return path.read_bytes()
+        data = self._download(f"{self.base}/e-print/{arxiv_id}", arxiv_id)
+        if not data.strip():
+            raise InputError(f"arXiv returned an empty source for {arxiv_id}")
+        self._store(path, data)
+        if data.lstrip().startswith(b"%PDF-"):
+            self._store(self.cached_path(arxiv_id), data)
         return data
 
     def _download(self, url: str, arxiv_id: str) -> bytes:

@@ -52,6 +52,12 @@ class Format(str, Enum):
     md = "md"
 
 
+class ArxivSource(str, Enum):
+    auto = "auto"
+    latex = "latex"
+    pdf = "pdf"
+
+
 class Dtype(str, Enum):
     auto = "auto"
     float32 = "float32"
@@ -160,6 +166,10 @@ def summarize(
     cache_dir: Annotated[Path | None, typer.Option(
         help="Where downloaded arXiv PDFs are kept (default: ~/.cache/arxsum).", envvar="ARXSUM_CACHE_DIR",
         rich_help_panel=INPUT)] = None,
+    source: Annotated[ArxivSource, typer.Option(
+        "--source", help="What to read of an arXiv paper: its LaTeX source or its PDF (auto: the LaTeX "
+                         "source when there is one and it has a body, else the PDF).",
+        rich_help_panel=INPUT)] = ArxivSource.auto,
     ray: Annotated[bool, typer.Option(
         "--ray", help="Run on Ray Data: extraction on CPU actors, the model on one actor per GPU "
                       "(a local Ray instance unless --ray-address).", rich_help_panel=RAY)] = False,
@@ -185,7 +195,7 @@ def summarize(
             options=generation_options(generation))
         from arxsum.arxiv import ArxivClient
 
-        arxiv = ArxivClient(cache_dir=cache_dir)
+        arxiv = ArxivClient(cache_dir=cache_dir, source=source.value)
         if ray or ray_address:
             from arxsum.distributed import run_ray
 

@@ -234,7 +234,7 @@ def _arxiv_settings(client: ArxivClient | None) -> dict | None:
     if client is None:
         return None
     return {"base": client.base, "cache_dir": str(client.cache_dir), "delay": client.delay,
-            "timeout": client.timeout}
+            "timeout": client.timeout, "source": client.source}
 
 
 def _batch(indices: list[int], payloads: list[dict]) -> dict:

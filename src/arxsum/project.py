@@ -126,6 +126,16 @@ def is_main(text: str) -> bool:
     return bool(m) and BEGIN_DOCUMENT in text and m.group(1) not in ("subfiles", "standalone")
 
 
+def is_main_file(path: Path) -> bool:
+    """Whether the .tex file at `path` is a main file (read only when it is of a sane size)."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return False
+        return is_main(strip_comments(decode_tex(path.read_bytes())[0]))
+    except OSError:
+        return False
+
+
 def find_main(tree, label: str) -> str:
     """The project's main file: the only candidate, else the one named main/ms/paper, else the one
     that includes the others; else an InputError naming the candidates."""

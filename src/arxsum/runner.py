@@ -423,7 +423,7 @@ class Engine:
         return Result(source=job.source.name, title=job.doc.title, summary=text, abstract=job.doc.abstract,
                       input_tokens=summary.input_tokens, original_tokens=summary.original_tokens,
                       truncated=summary.truncated, model=str(getattr(self.summarizer, "name", "")),
-                      seconds=job.seconds + share)
+                      seconds=job.seconds + share, kind=job.doc.kind)
 
 
 def readable_summary(text: str, model_text: ModelText) -> str:

@@ -28,6 +28,8 @@ from arxsum.document import Document, ModelText
 from arxsum.errors import InputError
 
 PAPER_SUFFIXES = (".pdf", ".txt", ".md", ".tex")  # what a directory search picks up by default
+# ... and LaTeX projects packed as e-prints (a bare .gz is read only when named: .synctex.gz is no paper)
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tex.gz")
 
 
 @dataclass
@@ -76,6 +78,7 @@ def _expand(name: str, globs: list[str] | None, exclude: Path | None) -> list[So
     if path.is_dir():
         files = [f for f in walk_papers(path, globs)
                  if exclude is None or not f.resolve().is_relative_to(exclude)]
+        files = without_project_parts(files)
         if not files:
             wanted = ", ".join(globs) if globs else ", ".join(PAPER_SUFFIXES)
             return [BadInput(name, f"directory holds no papers ({wanted})")]
@@ -105,8 +108,33 @@ def walk_papers(root: Path, globs: list[str] | None = None) -> Iterable[Path]:
             if globs:
                 if any(fnmatch(fname, g) or fnmatch(rel, g) for g in globs):
                     yield f
-            elif f.suffix.lower() in PAPER_SUFFIXES:
+            elif fname.lower().endswith(PAPER_SUFFIXES + ARCHIVE_SUFFIXES):
                 yield f
+
+
+def without_project_parts(files: list[Path]) -> list[Path]:
+    """A LaTeX project is one paper, its main file: the files a main file includes (sections,
+    figures, its .bib) are not papers, nor is any other .tex in a folder that holds a main file."""
+    from arxsum.project import FolderTree, includes_of, is_main_file
+
+    mains = [f for f in files if f.suffix.lower() == ".tex" and is_main_file(f)]
+    if not mains:
+        return files
+    parts: set[Path] = set()
+    for main in mains:
+        tree = FolderTree(main.parent)
+        read = {(main.parent / rel).resolve() for rel in includes_of(tree, main.name)} - {main.resolve()}
+        if read:  # a multi-file project: main.pdf beside main.tex is its build, not another paper
+            read.add(main.with_suffix(".pdf").resolve())
+        parts |= read
+    project_dirs = {main.parent.resolve() for main in mains}
+    main_set = set(mains)
+
+    def in_project(f: Path) -> bool:
+        return any(f.resolve().is_relative_to(d) for d in project_dirs)
+
+    return [f for f in files if f in main_set or (f.resolve() not in parts and
+                                                    not (f.suffix.lower() == ".tex" and in_project(f)))]
 
 
 def assign_outputs(found: list[Source | BadInput]) -> list[Source | BadInput]:
@@ -133,6 +161,9 @@ def assign_outputs(found: list[Source | BadInput]) -> list[Source | BadInput]:
 
 
 def _strip_suffix(rel: PurePosixPath) -> PurePosixPath:
+    for suffix in ARCHIVE_SUFFIXES + (".gz",):
+        if rel.name.lower().endswith(suffix) and len(rel.name) > len(suffix):
+            return rel.with_name(rel.name[: -len(suffix)])
     return rel.with_suffix("") if rel.suffix.lower() in PAPER_SUFFIXES else rel
 
 
@@ -226,17 +257,56 @@ class Extractor:
         if self._closed:
             raise InputError("interrupted")
         name = _extraction_name(source)
-        if self.timeout and self.timeout > 0:
+        if source.kind == "arxiv":
+            paper = self._extract_arxiv(source, name)
+        elif self.timeout and self.timeout > 0:
             # files are read by the worker: no copy through the pipe, and a stuck read is timed too
             data = source.path if source.kind == "file" else read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
-            started = time.perf_counter()
+            paper = self._extract(data, name)
+        else:
+            paper = self._extract(read_bytes(source, stdin=self.stdin, arxiv=self.arxiv), name)
+        paper.doc.source = source.name
+        return paper
+
+    def _extract(self, data: bytes | Path, name: str) -> Extracted:
+        """One input's bytes (or its file) through extraction, in a worker under the time limit."""
+        started = time.perf_counter()
+        if self.timeout and self.timeout > 0:
             paper = self._worker().extract(data, name, self.options, self.timeout)
         else:
-            data = read_bytes(source, stdin=self.stdin, arxiv=self.arxiv)
-            started = time.perf_counter()
+            if isinstance(data, Path):
+                data = read_bytes(Source(name=name, kind="file", path=data))
             paper = extract_paper(data, name, self.options)
-        paper.doc.source = source.name
         paper.seconds = time.perf_counter() - started
+        return paper
+
+    def _extract_arxiv(self, source: Source, name: str) -> Extracted:
+        """An arXiv paper from its LaTeX source when the client's `source` preference allows it and the
+        source yields a body; else from its PDF (a PDF-only submission's e-print is that PDF)."""
+        client = self.arxiv or ArxivClient()
+        arxiv_id = source.arxiv_id or source.name
+        notes: list[str] = []
+        if client.source != "pdf":
+            try:
+                data = client.fetch_source(arxiv_id)
+            except InputError as e:
+                if client.source == "latex":
+                    raise
+                data, notes = None, [f"no LaTeX source ({e}); read the PDF"]
+            if data is not None and data.lstrip().startswith(b"%PDF-"):
+                if client.source == "latex":
+                    raise InputError(f"arXiv has no LaTeX source for {arxiv_id} (a PDF-only submission); "
+                                     "--source pdf reads the PDF")
+                return self._extract(data, name)
+            if data is not None:
+                try:
+                    return self._extract(data, name)
+                except InputError as e:
+                    if client.source == "latex":
+                        raise
+                    notes = [f"LaTeX source not usable ({e}); read the PDF"]
+        paper = self._extract(client.fetch_pdf(arxiv_id), name)
+        paper.doc.warnings = notes + paper.doc.warnings
         return paper
 
     def _worker(self) -> _WorkerProcess:

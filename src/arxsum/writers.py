@@ -28,6 +28,7 @@ class Result:
     truncated: bool
     model: str
     seconds: float
+    kind: str | None = None  # what was read: "tex" (LaTeX source), "pdf" or "text" (arXiv: which one)
 
     def to_dict(self) -> dict:
         d = asdict(self)

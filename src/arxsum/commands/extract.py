@@ -76,6 +76,11 @@ def read_paper(paper: str, **options) -> Document:
 
     if paper == "-":
         data = sys.stdin.buffer.read()
+    elif Path(paper).is_dir():  # a LaTeX project's folder: its main file with the includes in place
+        from arxsum.project import read_latex_input
+
+        return read_latex_input(None, paper, path=Path(paper), keep_appendix=options.get("keep_appendix", False),
+                                verbose=options.get("verbose", False))
     else:
         data = read_bytes(Source(name=paper, kind="file", path=Path(paper)))
     return extract(data, paper, **options)
