@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from rich.console import Console
 
 from arxsum.arxiv import ArxivClient
+from arxsum.claims import Claims
 from arxsum.document import Document, ModelText
 from arxsum.errors import ArxsumError, InputError, OptionsError, describe
 from arxsum.options import DEFAULT_MAX_PAGES, DEFAULT_TIMEOUT_S, GenerationOptions
@@ -34,6 +37,7 @@ from arxsum.writers import (
 )
 
 SORT_WINDOW = 8  # batches of this many are formed from a window of SORT_WINDOW * batch_size inputs
+POLL_S = 0.5  # how often a run waiting on inputs that other runs hold looks again
 
 
 def default_workers() -> int:
@@ -88,7 +92,7 @@ class RunConfig:
 @dataclass
 class Outcome:
     name: str
-    status: str = "pending"  # "done", "skipped" or "failed"
+    status: str = "pending"  # "done", "skipped", "failed" or "elsewhere" (done by another run)
     reason: str = ""
     output: Path | None = None
 
@@ -131,16 +135,28 @@ class Job:
 def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryIO | None = None,
         stdout: TextIO | None = None, console: Console | None = None,
         arxiv: ArxivClient | None = None) -> RunReport:
-    """Summarize every input of `cfg`; the model is loaded once, and only if some input needs it."""
+    """Summarize every input of `cfg`; the model is loaded once, and only if some input needs it.
+
+    With --output-dir, runs on the same folder cooperate: each input is claimed before it is read
+    (`arxsum.claims`), those other live runs hold are left to them and waited for at the end."""
     console = console or Console(stderr=True)
     items, report, todo, progress, sink, stdin_bytes = start_run(cfg, stdin, stdout, console)
     engine = Engine(cfg, load_summarizer, progress)
+    claims = Claims() if cfg.output_dir is not None else None
+    if claims is not None:
+        sink = ClaimedSink(sink, claims, report, overwrite=cfg.overwrite)
     try:
         with Extractor(extract_options(cfg), timeout=cfg.timeout, workers=cfg.workers,
                        stdin=stdin_bytes, arxiv=arxiv) as extractor:
-            futures = {i: extractor.submit(items[i]) for i in todo}  # extraction runs ahead
-            for window in windows(todo, engine):
-                jobs = [job for i in window if (job := prepare(i, items[i], futures[i], cfg, engine,
+            def lookahead() -> int:  # inputs claimed and being read ahead of the model
+                if claims is None:
+                    return len(todo)  # no one to share with: read everything ahead
+                return max(2 * cfg.workers, SORT_WINDOW * engine.batch_size if engine.batch_size > 1 else 0)
+
+            feed = Feed(todo, items, report, extractor, progress, claims, overwrite=cfg.overwrite,
+                        lookahead=lookahead)
+            for window in windows(feed, engine):
+                jobs = [job for i in window if (job := prepare(i, items[i], feed.futures.pop(i), cfg, engine,
                                                               report, sink, progress))]
                 for batch in make_batches(jobs, engine.batch_size):
                     for job, result in engine.summarize(batch):
@@ -256,17 +272,106 @@ def extract_options(cfg: RunConfig) -> ExtractOptions:
                           verbose=cfg.verbose, normalize=not cfg.raw)
 
 
-def windows(indices: list[int], engine: Engine) -> Iterator[list[int]]:
+def windows(indices: Iterable[int], engine: Engine) -> Iterator[list[int]]:
     """Inputs in input order, a window at a time; sorting by length happens inside a window.
 
     Batches of one need no sorting, so their window is one input: the first summary comes as soon
     as the first paper is read. Larger batches are formed from SORT_WINDOW batches' worth of inputs.
     """
-    start = 0
-    while start < len(indices):
-        size = SORT_WINDOW * engine.batch_size if engine.batch_size > 1 else 1
-        yield indices[start:start + size]
-        start += size
+    it = iter(indices)
+    while window := list(islice(it, SORT_WINDOW * engine.batch_size if engine.batch_size > 1 else 1)):
+        yield window
+
+
+class Feed:
+    """The inputs to summarize, in order, each claimed (with claims) and sent to extraction at most
+    `lookahead()` inputs ahead of the model.
+
+    An input another live run holds is set aside; once the rest is done, the run waits on those:
+    each is done when its output appears (written by the other run), or becomes ours when its claim
+    is released (the other run failed it or stopped) or goes stale (the other run died).
+    """
+
+    def __init__(self, todo: list[int], items: list, report: RunReport, extractor: Extractor, progress: Progress,
+                 claims: Claims | None, *, overwrite: bool, lookahead: Callable[[], int]) -> None:
+        self.items, self.report, self.extractor, self.progress = items, report, extractor, progress
+        self.claims, self.overwrite, self.lookahead = claims, overwrite, lookahead
+        self.pending = deque(todo)
+        self.ready: deque[int] = deque()
+        self.futures: dict[int, Future] = {}
+        self.waiting: dict[int, object] = {}  # index -> the Owner holding it
+        self.before = {i: _mtime(report.outcomes[i].output) for i in todo} if claims else {}
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            while self.pending and len(self.ready) < max(1, self.lookahead()):
+                self._offer(self.pending.popleft())
+            if self.ready:
+                yield self.ready.popleft()
+            elif self.waiting:
+                self.progress.waiting(sorted({owner.describe() for owner in self.waiting.values()}),
+                                      len(self.waiting))
+                time.sleep(POLL_S)
+                for i in list(self.waiting):
+                    self._offer(i)
+            else:
+                return
+
+    def _offer(self, i: int) -> None:
+        if self.claims is not None:
+            output = self.report.outcomes[i].output
+            if self._written_elsewhere(i):
+                return self._elsewhere(i)
+            owner = self.claims.acquire(output)
+            if owner is not None:
+                self.waiting[i] = owner
+                return
+            if self._written_elsewhere(i):  # finished by another run just before we claimed it
+                self.claims.release(output)
+                return self._elsewhere(i)
+            self.waiting.pop(i, None)
+        self.futures[i] = self.extractor.submit(self.items[i])
+        self.ready.append(i)
+
+    def _written_elsewhere(self, i: int) -> bool:
+        """Its output appeared during this run (with --overwrite: changed), so another run wrote it."""
+        now = _mtime(self.report.outcomes[i].output)
+        return now is not None and (now != self.before[i] if self.overwrite else True)
+
+    def _elsewhere(self, i: int) -> None:
+        owner = self.waiting.pop(i, None)
+        outcome = self.report.outcomes[i]
+        outcome.status, outcome.reason = "elsewhere", owner.describe() if owner is not None else "another run"
+        self.progress.elsewhere(outcome.name, outcome.reason)
+
+
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return path.stat().st_mtime_ns if path is not None else None
+    except OSError:
+        return None
+
+
+class ClaimedSink:
+    """A DirectorySink that gives an input's claim back once its file is written (or it failed), and
+    every claim when the run ends; then it sweeps claims that dead runs left beside finished outputs."""
+
+    def __init__(self, sink, claims: Claims, report: RunReport, *, overwrite: bool) -> None:
+        self.sink, self.claims, self.report, self.overwrite = sink, claims, report, overwrite
+
+    def put(self, index: int, result) -> None:
+        try:
+            self.sink.put(index, result)
+        finally:
+            self.claims.release(self.report.outcomes[index].output)
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        finally:
+            self.claims.close()
+            self.claims.sweep([o.output for o in self.report.outcomes if o.output is not None],
+                              overwrite=self.overwrite)
 
 
 def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: Engine,
@@ -525,6 +630,20 @@ class Progress:
             self.say(f"arxsum: [{self.finished}/{self.total}] {name}: done "
                      f"({result.input_tokens} tokens, {result.seconds:.1f}s)")
 
+    def elsewhere(self, name: str, who: str) -> None:
+        """Another run wrote this input's output."""
+        self._advance(0)
+        if not self.quiet and self.total > 1:
+            by = "another run" if who == "another run" else f"another run ({who})"
+            self.say(f"arxsum: [{self.finished}/{self.total}] {name}: done by {by}")
+
+    def waiting(self, owners: list[str], n: int) -> None:
+        """This run's own work is done; `n` inputs are held by other live runs (said once)."""
+        if not getattr(self, "_said_waiting", False):
+            self._said_waiting = True
+            self.note(f"waiting for {n} input{'s' if n > 1 else ''} that other runs hold "
+                      f"({', '.join(owners[:3])}{', ...' if len(owners) > 3 else ''})")
+
     def _advance(self, tokens: int) -> None:
         self.finished += 1
         self.tokens += tokens
@@ -573,6 +692,8 @@ def write_report(console: Console, report: RunReport, *, quiet: bool) -> None:
     from rich.text import Text
 
     counts = f"{report.count('done')} done, {report.count('skipped')} skipped, {len(report.failures)} failed"
+    if report.count("elsewhere"):
+        counts += f", {report.count('elsewhere')} done by other runs"
     if report.count("pending"):
         counts += f", {report.count('pending')} not reached"
     table = Table(show_edge=True)
@@ -584,6 +705,11 @@ def write_report(console: Console, report: RunReport, *, quiet: bool) -> None:
         if n:
             label = "not reached" if status == "pending" else status
             table.add_row(label, f"{n} input{'s' if n > 1 else ''}", "")
+    by_others = Counter(o.reason for o in report.outcomes if o.status == "elsewhere")
+    if by_others:
+        n = sum(by_others.values())
+        table.add_row("by other runs", f"{n} input{'s' if n > 1 else ''}",
+                      ", ".join(f"{who}: {k}" for who, k in by_others.most_common()))
     for o in report.failures:
         table.add_row("failed", Text(o.name), Text(o.reason))
     if not console.is_terminal:  # a pipe or a log file gets each reason whole, on one row

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
@@ -107,7 +109,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     An interrupt at any moment leaves either the old file (or none) or the whole new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".arxsum-tmp")
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -122,19 +124,66 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+TEMP_SUFFIX = ".arxsum-tmp"
+_TEMP_OWNER = re.compile(r"\.(\d+)-([0-9a-f]{8})\.[^.]+" + re.escape(TEMP_SUFFIX) + "$")
+FOREIGN_TEMP_AGE_S = 3600  # another host's temp this old is litter (a directory output's lives for ms)
+
+
+def create_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside `path`: (fd, name). Its mode is what the umask gives a new file (mkstemp
+    alone makes 0600, which a team's shared folder cannot read), and its name carries this process's
+    pid and host, so that only temps of processes that are gone are ever cleaned away."""
+    from arxsum.claims import HOST_KEY
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-{HOST_KEY}.",
+                               suffix=TEMP_SUFFIX)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except OSError:
+        pass
+    return fd, tmp
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (os.umask() sets it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def output_path(output_dir: Path, rel: PurePosixPath, fmt: str) -> Path:
     """`out/<rel>.<ext>` for one input (`rel` from sources.assign_outputs)."""
     return output_dir / Path(*rel.parts).with_name(f"{rel.name}.{EXTENSIONS[fmt]}")
 
 
 def remove_stale_temps(output_dir: Path) -> None:
-    """Temp files a killed run (SIGKILL) could not remove; never a finished output."""
-    if output_dir.is_dir():
-        for tmp in output_dir.rglob(".*.arxsum-tmp"):
-            try:
+    """Temp files a killed run (SIGKILL) could not remove; never a finished output, and never the temp
+    of a run still writing (cooperating runs share the folder): on this host, those of processes that
+    are gone; from other hosts, those untouched for an hour."""
+    from arxsum.claims import HOST_KEY, pid_alive, process_start
+
+    if not output_dir.is_dir():
+        return
+    for tmp in output_dir.rglob(f".*{TEMP_SUFFIX}"):
+        owner = _TEMP_OWNER.search(tmp.name)
+        try:
+            mtime = tmp.stat().st_mtime
+            if owner and owner.group(2) == HOST_KEY:  # gone, or its pid reused by a later process
+                pid = int(owner.group(1))
+                stale = not pid_alive(pid) or (process_start(pid) or 0) > mtime + 1
+            else:
+                stale = owner is None or time.time() - mtime > FOREIGN_TEMP_AGE_S
+            if stale:
                 tmp.unlink()
-            except OSError:
-                pass
+        except OSError:
+            pass
 
 
 class OrderedSink:
@@ -190,8 +239,7 @@ class AtomicOutputFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                        suffix=".arxsum-tmp")
+        fd, self.tmp = create_temp(self.path)
         self.stream = os.fdopen(fd, "w", encoding="utf-8")
 
     def discard(self) -> None:
