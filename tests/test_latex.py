@@ -294,3 +294,11 @@ def test_the_authors_zip_reads_the_files_its_own_main_includes(shared_forms):
                          for s in included)
     assert coverage(reference, to_model_text(doc).text) >= 0.95
     assert doc.dropped["macOS resource-fork members skipped"] == 14
+
+
+def test_an_include_bomb_stops_at_the_size_limit(tmp_path):
+    files = {"main.tex": MAIN % ("\\section{A} Start. " + "\\input{b}" * 200)}
+    files |= {"b.tex": "\\input{c}" * 200, "c.tex": "\\input{d}" * 200, "d.tex": ""}
+    root = write(tmp_path / "p", files)
+    doc = read_latex_input(None, "p", path=root)
+    assert body(doc) == "Start." and doc.dropped["includes past the size limit (not read)"] > 0

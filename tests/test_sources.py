@@ -186,3 +186,32 @@ def test_a_project_main_file_is_read_with_its_includes_in_the_worker(tmp_path):
         with pytest.raises(InputError, match="damaged or unreadable archive") as info:
             bad.result(timeout=60)
     assert "\n" not in str(info.value)
+
+
+def test_bad_archives_fail_one_line_each_and_the_batch_goes_on(tmp_path, fake_summarizer):
+    import io
+    import json
+    import zipfile
+
+    from arxsum.runner import RunConfig, run
+
+    root = make_projects(tmp_path / "papers")
+    (root / "cut.tar.gz").write_bytes((root / "eprint.tar.gz").read_bytes()[:60])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.tex", MAIN_TEX)
+        zf.writestr("b.tex", MAIN_TEX)
+    (root / "two-mains.zip").write_bytes(buf.getvalue())
+    out = io.StringIO()
+    cfg = RunConfig(inputs=[str(root)], format="jsonl", timeout=0, quiet=True)
+    report = run(cfg, load_summarizer=lambda: fake_summarizer, stdin=io.BytesIO(), stdout=out)
+    status = {Path(o.name).name: (o.status, o.reason) for o in report.outcomes}
+    assert report.exit_code == 1
+    assert "damaged or unreadable archive" in status["cut.tar.gz"][1]
+    assert "several main .tex files" in status["two-mains.zip"][1] and "(a.tex, b.tex)" in status["two-mains.zip"][1]
+    assert status["eprint.tar.gz"][0] == status["main.tex"][0] == status["notes.tex"][0] == "done"
+    assert status["x.pdf"][0] == "failed"  # no real PDF: it fails on its own line too
+    assert len(status) == 6
+    assert all("\n" not in reason for _, reason in status.values())
+    kinds = {json.loads(line)["source"].rsplit("/", 1)[-1]: json.loads(line)["kind"] for line in out.getvalue().splitlines()}
+    assert kinds["eprint.tar.gz"] == kinds["main.tex"] == "tex"

@@ -26,6 +26,7 @@ from arxsum.latex import latex_document, strip_comments
 
 MAX_INCLUDE_DEPTH = 24
 MAX_FLAT_CHARS = 32 * 2**20  # a project flattened past this (includes of includes) stops growing
+INCLUDE_COST = 1024  # characters each include counts against MAX_FLAT_CHARS besides its own
 MAX_FILE_BYTES = 16 * 2**20  # one source file larger than this is not a paper's text
 MAIN_NAMES = ("main", "ms", "paper")
 TEX_SUFFIXES = (".tex", ".ltx", ".latex")
@@ -54,6 +55,7 @@ class FolderTree:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._real = root.resolve()
+        self._kinds: dict[str, str] = {}
 
     def _inside(self, rel: str) -> Path | None:
         path = (self.root / rel).resolve()
@@ -61,6 +63,11 @@ class FolderTree:
 
     def kind(self, rel: str) -> str:
         """'file', 'missing' or 'outside' (resolves, through a symlink or not, out of the root)."""
+        if rel not in self._kinds:
+            self._kinds[rel] = self._kind(rel)
+        return self._kinds[rel]
+
+    def _kind(self, rel: str) -> str:
         path = self._inside(rel)
         if path is None:
             return "outside" if (self.root / rel).exists() or (self.root / rel).is_symlink() else "missing"
@@ -223,6 +230,12 @@ def flatten(tree, main: str, *, max_depth: int = MAX_INCLUDE_DEPTH, max_chars: i
     only = INCLUDEONLY.search(main_text)
     include_only = {n.strip() for n in only.group(1).split(",")} if only else None
     budget = [max_chars]
+    texts: dict[str, str] = {}
+
+    def text_of(rel: str) -> str:
+        if rel not in texts:
+            texts[rel] = _text(tree, rel)
+        return texts[rel]
 
     def expand(rel: str, text: str, base: str, stack: tuple[str, ...]) -> str:
         end = ENDINPUT.search(text)
@@ -248,6 +261,9 @@ def flatten(tree, main: str, *, max_depth: int = MAX_INCLUDE_DEPTH, max_chars: i
                 bases, inner_base = _bases(cmd, base, here), None
             else:
                 bases, inner_base = _bases(cmd, base, here), None
+            if budget[0] < 0:
+                result.notes["includes past the size limit (not read)"] += 1
+                continue
             if cmd == "include" and include_only is not None and name.strip() not in include_only:
                 result.notes[f"\\include left out by \\includeonly: {name.strip()}"] += 1
                 continue
@@ -266,13 +282,13 @@ def flatten(tree, main: str, *, max_depth: int = MAX_INCLUDE_DEPTH, max_chars: i
                 result.notes[f"includes nested deeper than {max_depth} (not read): {found}"] += 1
                 continue
             try:
-                inner = _text(tree, found)
+                inner = text_of(found)
             except InputError as e:
                 result.notes[f"include not read: {e}"] += 1
                 continue
             if cmd in ("subfile", "subfileinclude"):
                 inner = document_part(inner)
-            budget[0] -= len(inner)
+            budget[0] -= len(inner) + INCLUDE_COST  # empty files included a billion times cost too
             if budget[0] < 0:
                 result.notes["includes past the size limit (not read)"] += 1
                 continue
