@@ -224,11 +224,47 @@ def ieee_like(path: Path) -> PaperSpec:
                      noise=["Index Terms", "cited work", "Ada Lovelace", "abstract must"])
 
 
+HYPHEN_LINES = [
+    "Along the line-of-sight the semi-amplitude is small, unlike",
+    "before; the line-of-",
+    "sight speed and the semi-",
+    "amplitude are independent of the un-",
+    "like cases, which are in-",
+    "dependent of the inter-",
+    "action, and the co-",
+    "operation or cooperation or co-operation shows on the x-",
+    "axis that the negative-",
+    "energy orbits and the energy stay.",
+]
+# what the paper shows: each joined or kept as the paper's own words (or TeX's limits) say
+HYPHEN_TEXT = ("Along the line-of-sight the semi-amplitude is small, unlike before; the line-of-sight speed "
+               "and the semi-amplitude are independent of the unlike cases, which are independent of the "
+               "interaction, and the co-operation or cooperation or co-operation shows on the x-axis that the "
+               "negative-energy orbits and the energy stay.")
+
+
+def hyphens(path: Path) -> PaperSpec:
+    """Line-end hyphens that only the paper's own words decide."""
+    _fonts()
+    c = canvas.Canvas(str(path), pagesize=letter)
+    y = _title_block(c, HEIGHT - 100)
+    c.setFont("Vera-Bold", 11)
+    c.drawCentredString(WIDTH / 2, y, "Abstract")
+    y = _lines(c, ABSTRACT, 110, y - 18, 9, leading=11) - 20
+    y = _lines(c, ["1 Introduction"], 72, y, 12, "Vera-Bold") - 6
+    y = _lines(c, HYPHEN_LINES, 72, y) - 16
+    _references(c, 72, y)
+    c.showPage()
+    c.save()
+    return PaperSpec(path, sections=["1 Introduction"], body=HYPHEN_TEXT)
+
+
 def build_all(directory: Path) -> dict[str, PaperSpec]:
     return {"one_column": one_column(directory / "one-column.pdf"),
             "two_column": two_column(directory / "two-column.pdf"),
             "ieee_like": ieee_like(directory / "ieee-like.pdf"),
-            "tex_fonts": tex_fonts(directory / "tex-fonts.pdf")}
+            "tex_fonts": tex_fonts(directory / "tex-fonts.pdf"),
+            "hyphens": hyphens(directory / "hyphens.pdf")}
 
 
 # --- PDFs written by hand: fonts as old TeX PDFs have them ---------------------------------------

@@ -343,6 +343,43 @@ def test_generated_paper_hyphens(generated):
     assert "opposite" in body and "well-known" in body and "op-" not in body
 
 
+def test_line_end_hyphens_by_the_papers_own_words(generated):
+    spec = generated["hyphens"]
+    body = " ".join(extract(spec.path.read_bytes(), spec.path.name).body.split())
+    assert body == spec.body
+    text = to_model_text(extract(spec.path.read_bytes(), spec.path.name)).text
+    assert "line - of - sight speed" in text and "un - like" not in text and "in - dependent" not in text
+
+
+def test_keep_hyphen_rules():
+    from arxsum.paper import Evidence, keep_hyphen
+
+    paper = Evidence(counts=Counter({"cooperation": 2, "co-operation": 1, "energy": 1, "orbits": 1}),
+                     parts={"cooperation", "co", "operation", "energy", "orbits"})
+    assert not keep_hyphen("co", "operation", paper)  # the joined form is the more frequent
+    paper.counts["co-operation"] += 1
+    assert keep_hyphen("co", "operation", paper)  # a tie keeps the hyphen
+    assert keep_hyphen("negative", "energy", paper) and not keep_hyphen("inter", "action", paper)
+    assert not keep_hyphen("op", "posite", paper) and keep_hyphen("x", "axis", paper)
+    assert keep_hyphen("semi", "conductor", paper)  # no evidence: a compound's first part keeps it
+    with_model = Evidence(counts=paper.counts, parts=paper.parts, model_words=frozenset({"semiconductor"}))
+    assert not keep_hyphen("semi", "conductor", with_model)  # one word of the model's vocabulary
+    assert keep_hyphen("co", "operation", with_model)  # the paper's own words come first
+
+
+def test_model_words_from_tokenizer_files(tmp_path, generated):
+    from arxsum.vocab import model_words
+
+    (tmp_path / "tokenizer.json").write_text(json.dumps(
+        {"model": {"vocab": {"\u0120unlike": 1, "\u0120Unlike": 2, "un": 3, "\u0120x2": 4, "\u0120semiconductor": 5}}}))
+    assert model_words(tmp_path) == {"unlike", "semiconductor"}
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    assert model_words(tmp_path) is None and model_words(tmp_path / "missing") is None
+    spec = generated["hyphens"]  # the paper's own words still decide: the model's do not override them
+    doc = extract(spec.path.read_bytes(), spec.path.name, words=frozenset({"cooperation", "lineofsight"}))
+    assert " ".join(doc.body.split()) == spec.body
+
+
 def test_max_pages(generated):
     doc = extract(generated["two_column"].path.read_bytes(), "x.pdf", max_pages=1)
     assert doc.pages == 1

@@ -11,8 +11,8 @@ from arxsum.archive import is_archive
 from arxsum.document import Document
 from arxsum.errors import InputError
 from arxsum.paper import split_paper
-from arxsum.project import read_latex_input
 from arxsum.pdftext import read_lines
+from arxsum.project import read_latex_input
 
 PDF_MAGIC = b"%PDF-"
 
@@ -27,8 +27,11 @@ def detect_kind(data: bytes, name: str) -> str:
 
 
 def extract(data: bytes, name: str, *, password: str | None = None, max_pages: int | None = None,
-            keep_appendix: bool = False, verbose: bool = False) -> Document:
+            keep_appendix: bool = False, verbose: bool = False, words: frozenset[str] | None = None) -> Document:
     """Read one input's bytes into a Document; raise InputError with a one-line reason.
+
+    `words`, the model vocabulary's whole words (`vocab.model_words`), help decide line-end
+    hyphens in PDFs where the paper's own words do not.
 
     PDFs and LaTeX sources are split into their parts and `body` holds the sections between the
     abstract and the references; plain text is kept verbatim as the body.
@@ -37,7 +40,7 @@ def extract(data: bytes, name: str, *, password: str | None = None, max_pages: i
     kind = detect_kind(data, name)
     if kind == "pdf":
         return _extract_pdf(data, name, password=password, max_pages=max_pages,
-                            keep_appendix=keep_appendix, verbose=verbose)
+                            keep_appendix=keep_appendix, verbose=verbose, words=words)
     if kind == "tex" or is_archive(data, name):  # a LaTeX project: its includes, an e-print archive
         return read_latex_input(data, name, keep_appendix=keep_appendix, verbose=verbose)
     text = decode_text(data, name)
@@ -59,7 +62,7 @@ def decode_text(data: bytes, name: str) -> str:
 
 
 def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int | None,
-                 keep_appendix: bool, verbose: bool) -> Document:
+                 keep_appendix: bool, verbose: bool, words: frozenset[str] | None = None) -> Document:
     import pypdf
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
@@ -89,7 +92,7 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
         raise InputError("damaged or unreadable PDF (no page could be read)")
     if not any(ln.text.strip() for ln in lines):
         raise InputError("no text layer: OCR it first")
-    parts = split_paper(lines, float(reader.pages[0].mediabox.top), keep_appendix=keep_appendix)
+    parts = split_paper(lines, float(reader.pages[0].mediabox.top), keep_appendix=keep_appendix, words=words)
     parts.dropped.update(fragments_dropped)
     notes = [f"{unreadable} damaged page(s) skipped"] if unreadable else []
     if importlib.util.find_spec("fontTools") is None:

@@ -35,13 +35,18 @@ FRONT_MATTER = re.compile(r"^(key\s?words|index terms|subject headings|ccs conce
                           r"additional key words|pacs|msc|mathematics subject classification|general terms|"
                           r"highlights|graphical abstract|article info)\b", re.IGNORECASE)
 SMALL_PRINT = 0.93  # lines set this much smaller than the body are footnotes, tables, labels
-# Words that commonly start or end a real hyphenated compound: a line-end hyphen between them stays.
+# Words that commonly start or end a real hyphenated compound: where the paper itself gives no
+# evidence, a line-end hyphen between one of them and another word of the paper stays.
 COMPOUND_FIRST = frozenset(
     "well self state high low large small real two three four one single double "
     "cross long short fine end data model task first second third zero top bottom "
     "left right time open closed hand fully "
-    "so-called near full half case quasi pseudo ill user rule".split()
+    "so-called near full half case quasi pseudo ill user rule semi non".split()
 )
+# Prefixes that close up with the word they precede ("interaction", "microscope"): a line-end hyphen
+# after one is TeX's unless the paper writes the hyphenated form.
+JOINING_PREFIXES = frozenset("inter intra super hyper micro macro over under counter trans multi poly mono "
+                             "para meta extra ultra auto".split())
 COMPOUND_SECOND = frozenset(
     "known based like scale order level free time wise specific dependent invariant end art "
     "off up step shot trained driven aware dimensional defined world class valued loop "
@@ -61,8 +66,12 @@ class Parts:
     dropped: Counter = field(default_factory=Counter)
 
 
-def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = False) -> Parts:
-    """Find the paper's parts among its lines (furniture already marked)."""
+def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = False,
+                words: frozenset[str] | None = None) -> Parts:
+    """Find the paper's parts among its lines (furniture already marked).
+
+    `words` (optional) are the model vocabulary's whole words, a last resort for line-end hyphens
+    the paper's own words do not decide."""
     parts = Parts()
     for ln in lines:
         if ln.furniture:
@@ -70,6 +79,7 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
     content = [ln for ln in lines if not ln.furniture]
     if not content:
         return parts
+    evidence = Evidence.of(content, words)
     body_size = dominant_size(content[: references_by_text(content)])
     headings = find_headings(content, body_size)
     abstract_at = find_abstract(content)
@@ -80,11 +90,11 @@ def split_paper(lines: list[Line], page_height: float, keep_appendix: bool = Fal
     parts.title = without_math_marks(find_title(content[: abstract_at if abstract_at is not None else start]))
     parts.dropped["title block lines"] += start
     if abstract_at is not None:
-        parts.abstract = without_math_marks(abstract_text(content[abstract_at:start]))
+        parts.abstract = without_math_marks(abstract_text(content[abstract_at:start], evidence))
     chosen = body_region(content, start, refs_at, appendix_at, keep_appendix, parts)
     heading_ids = {id(content[i]) for i in headings}
     body_lines = drop_floats_and_small_print(chosen, body_size, page_height, parts, heading_ids)
-    parts.sections, parts.body = assemble(body_lines, heading_ids)
+    parts.sections, parts.body = assemble(body_lines, heading_ids, evidence)
     return parts
 
 
@@ -103,9 +113,9 @@ def body_region(content: list[Line], start: int, refs_at: int | None, appendix_a
     return content[start:refs_at]
 
 
-def assemble(body_lines: list[Line], heading_ids: set[int]) -> tuple[list[str], str]:
+def assemble(body_lines: list[Line], heading_ids: set[int], evidence: Evidence | None = None) -> tuple[list[str], str]:
     """Section headings, and the body: paragraphs (blank-line separated) of rejoined lines."""
-    vocab = vocabulary(body_lines)
+    vocab = evidence if evidence is not None else Evidence.of(body_lines)
     sections: list[str] = []
     paragraphs: list[list[str]] = []
     after_heading = True
@@ -279,7 +289,7 @@ def find_title(front: list[Line]) -> str | None:
 
 
 
-def abstract_text(lines: list[Line]) -> str:
+def abstract_text(lines: list[Line], evidence: Evidence | None = None) -> str:
     """The abstract's lines without its heading and a trailing keywords line."""
     texts = [clean(ln.text) for ln in lines]
     if texts:
@@ -289,7 +299,7 @@ def abstract_text(lines: list[Line]) -> str:
         if KEYWORDS.match(t):
             break
         kept.append(t)
-    return join_lines([t for t in kept if t], vocabulary(lines))
+    return join_lines([t for t in kept if t], evidence if evidence is not None else Evidence.of(lines))
 
 
 def drop_floats_and_small_print(lines: list[Line], body_size: float, page_height: float,
@@ -436,16 +446,41 @@ def _compose_accents(text: str) -> str:
         "NFC", m.group(1) + ("\u0327" if m.group(2) == "¸" else "\u0328")), text)
 
 
-def vocabulary(lines: list[Line]) -> set[str]:
-    """Lowercased words seen inside lines (not cut at a line end), hyphenated ones included."""
-    words: set[str] = set()
-    for ln in lines:
-        tokens = clean(ln.text).split()[1:]  # the first may be the end of a word cut above
-        for tok in tokens[:-1] if tokens and tokens[-1].endswith("-") else tokens:
-            word = tok.strip(".,;:()[]{}\"'“”‘’!?").lower()
-            words.add(word)
-            words.update(word.split("-"))
-    return words
+WORD_EDGES = ".,;:()[]{}\"'“”‘’!?"
+
+
+@dataclass
+class Evidence:
+    """How often the paper writes each word (lowercased, hyphenated ones whole), counted inside
+    lines: not the two pieces of a word broken at a line end. `parts` are the words and the pieces
+    of hyphenated ones; `model_words`, when given, the model vocabulary's whole words."""
+
+    counts: Counter = field(default_factory=Counter)
+    parts: set[str] = field(default_factory=set)
+    model_words: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, lines: list[Line], model_words: frozenset[str] | None = None) -> Evidence:
+        ev = cls(model_words=model_words)
+        broken_above = False
+        for ln in lines:
+            tokens = clean(ln.text).split()
+            broken_here = bool(tokens) and tokens[-1].endswith("-")
+            for tok in tokens[1 if broken_above else 0: len(tokens) - broken_here]:
+                word = tok.strip(WORD_EDGES).lower()
+                if word:
+                    ev.counts[word] += 1
+                    ev.parts.update(word.split("-"))
+            broken_above = broken_here
+        return ev
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.parts or word in self.counts
+
+
+def vocabulary(lines: list[Line]) -> Evidence:
+    """The paper's words, for deciding line-end hyphens (see `Evidence`)."""
+    return Evidence.of(lines)
 
 
 def continues_paragraph(last_line: str, next_line: str) -> bool:
@@ -469,7 +504,8 @@ def join_lines(texts: list[str], vocab: set[str]) -> str:
         m = re.search(r"(\w+)-$", out)
         nxt = re.match(r"[^\W\d_]+", text)
         if m and nxt and text[0].islower():
-            if keep_hyphen(m.group(1), nxt.group(0), vocab):
+            whole = re.search(r"[\w-]*-$", out).group(0)[:-1].lstrip("-")  # "line-of" of "line-of-"
+            if keep_hyphen(whole, nxt.group(0), vocab):
                 out += text
             else:
                 out = out[:-1] + text
@@ -480,14 +516,29 @@ def join_lines(texts: list[str], vocab: set[str]) -> str:
     return out
 
 
-def keep_hyphen(first: str, second: str, vocab: set[str]) -> bool:
-    """Whether a line-end hyphen between two parts is a real one ("well-known") or not ("op-posite")."""
-    a, b = first.lower(), second.lower()
-    if f"{a}-{b}" in vocab:
-        return True
-    if a + b in vocab:
+def keep_hyphen(first: str, second: str, evidence: Evidence) -> bool:
+    """Whether a line-end hyphen is a real one ("well-known") or TeX's ("op-posite"), by evidence:
+    the hyphenated form written elsewhere in the paper keeps it, the joined form joins it, the more
+    frequent wins and ties keep it. `first` is all of the word before the hyphen ("line-of" of
+    "line-of-sight"). Without evidence, a joined form that is one word of the model's vocabulary
+    joins; then TeX's hyphenation limits decide (at least 2 letters before its break, 3 after),
+    and the hyphen stays between two words of the paper or a common compound's part."""
+    first, b = first.lower(), second.lower()
+    a = first.rsplit("-", 1)[-1]
+    hyphenated = {f"{first}-{b}", f"{a}-{b}"}
+    joined = {first + b, a + b}
+    kept = sum(evidence.counts[w] for w in hyphenated)
+    closed = sum(evidence.counts[w] for w in joined)
+    if kept or closed:
+        return kept >= closed
+    if evidence.model_words is not None and a + b in evidence.model_words:
         return False
+    if len(a) < 2 or len(b) < 3:
+        return True  # TeX leaves at least 2 letters before its break and 3 after: "x-axis"
+    if len(a) == 2:
+        return False  # "un-like", "in-dependent"
     if a in COMPOUND_FIRST or b in COMPOUND_SECOND:
         return True
-    # two words of the paper ("negative-energy"); TeX's breaks leave a non-word after the hyphen
-    return len(a) >= 3 and len(b) >= 3 and a in vocab and b in vocab
+    # a word of the paper after a word ("negative-energy", "eighth-order"): TeX's breaks leave a
+    # non-word after the hyphen ("op-posite") or a prefix before it ("inter-action")
+    return b in evidence and (a in evidence or len(a) >= 4 and a not in JOINING_PREFIXES)
