@@ -302,3 +302,14 @@ def test_an_include_bomb_stops_at_the_size_limit(tmp_path):
     root = write(tmp_path / "p", files)
     doc = read_latex_input(None, "p", path=root)
     assert body(doc) == "Start." and doc.dropped["includes past the size limit (not read)"] > 0
+
+
+def test_macros_kept_in_the_projects_own_package_are_expanded(tmp_path):
+    root = write(tmp_path / "p", {
+        "main.tex": (MAIN % "\\section{A} We use \\tool{} on $\\vx$.").replace(
+            "\\begin{document}", "\\usepackage[utf8]{inputenc,mymacros}\n\\begin{document}"),
+        "mymacros.sty": "\\ProvidesPackage{mymacros}\\RequirePackage{amsmath}\\newcommand{\\tool}{ToolKit}"
+                        "\\newcommand{\\vx}{\\mathbf{x}}",
+    })
+    doc = read_latex_input(None, "p", path=root)
+    assert body(doc) == "We use ToolKit on $\\mathbf{x}$."

@@ -38,6 +38,7 @@ INCLUDE = re.compile(
     r"(?:\{(?P<dir>[^{}]*)\}\s*(?=\{))?"
     r"(?:\{(?P<braced>[^{}]*)\}|(?P<bare>[^\s{}\\%]+))"
 )
+PACKAGE = re.compile(r"\\(?:usepackage|RequirePackage)\s*(?:\[[^\]]*\])?\s*\{(?P<names>[^{}]*)\}")
 INCLUDEONLY = re.compile(r"\\includeonly\s*\{([^{}]*)\}")
 ENDINPUT = re.compile(r"\\endinput(?![A-Za-z@])")
 DOCUMENTCLASS = re.compile(r"\\document(?:class|style)\s*(?:\[[^\]]*\])?\s*\{\s*([^}\s]*)\s*\}")
@@ -242,6 +243,7 @@ def flatten(tree, main: str, *, max_depth: int = MAX_INCLUDE_DEPTH, max_chars: i
         if end:
             text = text[:end.start()]
         here = posixpath.dirname(rel)
+        text = PACKAGE.sub(lambda m: local_packages(m, tree, main_dir), text)
         out: list[str] = []
         pos = 0
         for m in INCLUDE.finditer(text):
@@ -302,6 +304,19 @@ def flatten(tree, main: str, *, max_depth: int = MAX_INCLUDE_DEPTH, max_chars: i
     result.files.append(main)
     result.text = expand(main, main_text, main_dir, (main,))
     return result
+
+
+def local_packages(m: re.Match, tree, main_dir: str) -> str:
+    """`\\usepackage{mymacros}` where the project holds `mymacros.sty`: read like `\\input{mymacros.sty}`
+    (papers keep their macros there); packages not in the project stay as they are."""
+    names = [n.strip() for n in m.group("names").split(",") if n.strip()]
+    local = [n for n in names if not outside(rel := posixpath.normpath(posixpath.join(main_dir, n + ".sty")))
+             and tree.kind(rel) == "file"]
+    if not local:
+        return m.group(0)
+    rest = [n for n in names if n not in local]
+    kept = f"\\usepackage{{{','.join(rest)}}}" if rest else ""
+    return kept + "".join(f"\\input{{{n}.sty}}" for n in local)
 
 
 def _bases(cmd: str, base: str, here: str) -> list[str]:
