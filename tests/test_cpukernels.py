@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search
 from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
 from builders import random_state_dict, real_architecture_config
 
-CAN_BUILD = "avx512f" in cpukernels.cpuinfo("flags").split() and bool(shutil.which("gcc") or shutil.which("cc"))
+CAN_BUILD = bool(cpukernels.cpu_isas()) and bool(shutil.which("gcc") or shutil.which("cc"))
 TOLERANCE = {torch.float32: dict(atol=2e-5, rtol=1e-5), torch.bfloat16: dict(atol=3e-2, rtol=2e-2)}
 
 
@@ -29,16 +30,46 @@ def kernels():
     return k
 
 
-@pytest.fixture(scope="module", params=["native", "without AVX512-BF16"])
+BUILDS = ["native", "native without AMX", "without AVX512-BF16", "avx2"]
+
+
+def _separate_copy(path: Path, tmp: Path) -> ctypes.CDLL:
+    """The library loaded a second time (its own globals, e.g. whether AMX is on): a copy under tmp."""
+    copy = tmp / path.name
+    shutil.copyfile(path, copy)
+    return ctypes.CDLL(str(copy))
+
+
+@pytest.fixture(scope="module", params=BUILDS)
 def builds(request, kernels, tmp_path_factory):
-    """The kernels as built for this CPU, and built without AVX512-BF16: the bfloat16 paths that widen
-    to float32, which AVX-512 CPUs without BF16 (Skylake-X, Ice Lake) run."""
+    """The kernels as built for this CPU (with AMX's pair products where the CPU has them, as chosen
+    by default); the same build with vdpbf16ps's; built without AVX512-BF16: the bfloat16 paths that
+    widen to float32, which AVX-512 CPUs without BF16 (Skylake-X, Ice Lake) run; and the AVX2 build
+    (ARXSUM_CPU_ISA=avx2), the one for CPUs without AVX-512."""
     if request.param == "native":
         return kernels
+    tmp = tmp_path_factory.mktemp(request.param.replace(" ", "-"))
+    if request.param == "native without AMX":
+        if not kernels.can_amx:
+            pytest.skip("this build has no AMX products")
+        plain = cpukernels.CpuKernels(_separate_copy(Path(kernels.lib._name), tmp), kernels.isa)
+        assert not plain.set_amx(False)
+        plain.self_check()
+        return plain
+    if request.param == "avx2":
+        if "avx2" not in cpukernels.cpu_isas():
+            pytest.skip("this CPU has no AVX2 with FMA")
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv("ARXSUM_CACHE_DIR", str(tmp))
+            path = cpukernels._build("avx2")
+        plain = cpukernels.CpuKernels(ctypes.CDLL(str(path)), "avx2")
+        plain.self_check()
+        assert not plain.pairs and not plain.can_amx
+        return plain
     with pytest.MonkeyPatch.context() as m:
         m.setattr(cpukernels, "FLAGS", cpukernels.FLAGS + ["-mno-avx512bf16"])
-        m.setenv("ARXSUM_CACHE_DIR", str(tmp_path_factory.mktemp("no-bf16")))
-        path = cpukernels._build()
+        m.setenv("ARXSUM_CACHE_DIR", str(tmp))
+        path = cpukernels._build("avx512")
     plain = cpukernels.CpuKernels(ctypes.CDLL(str(path)))
     plain.self_check()
     assert not plain.pairs
@@ -300,7 +331,7 @@ def test_a_failing_compiler_means_torch_ops_not_an_error(fresh, monkeypatch):
 def test_a_damaged_library_in_the_cache_means_torch_ops(fresh, monkeypatch):
     damaged = fresh / "cpukernels-0123456789abcdef.so"
     damaged.write_bytes(b"not an ELF file")
-    monkeypatch.setattr(cpukernels, "_build", lambda: damaged)
+    monkeypatch.setattr(cpukernels, "_build", lambda isa=None: damaged)
     assert cpukernels.load() is None
     assert cpukernels.unavailable_reason().startswith(f"cannot load {damaged}")
 
@@ -388,3 +419,22 @@ def test_moving_or_casting_the_model_drops_the_kernels(kernels, real_shaped):
     assert model.model.decoder.layers[1].fc1.tiled is None and model._lm_head_tiled is None
     assert model.model.decoder.layers[1].kernels is None
     assert model.model.encoder.layers[0].self_attn.kernels is None
+
+
+@pytest.mark.parametrize("value,reason", [("none", "turned off by ARXSUM_CPU_ISA=none"),
+                                          ("sse9", "ARXSUM_CPU_ISA=sse9 is not one of auto, avx512, avx2, none")])
+def test_the_isa_can_be_turned_off_and_a_wrong_one_is_named(fresh, monkeypatch, value, reason):
+    monkeypatch.setenv("ARXSUM_CPU_ISA", value)
+    assert cpukernels.load() is None
+    assert cpukernels.unavailable_reason() == reason
+
+
+@pytest.mark.parametrize("isa", cpukernels.ISAS)
+def test_a_forced_isa_is_the_one_built_or_refused_with_its_reason(fresh, monkeypatch, isa):
+    monkeypatch.setenv("ARXSUM_CPU_ISA", isa)
+    k = cpukernels.load()
+    if isa in cpukernels.cpu_isas() and CAN_BUILD:
+        assert k is not None and k.isa == isa
+        assert [p.name.split("-")[1] for p in (fresh / "kernels").glob("cpukernels-*.so")] == [isa]
+    else:
+        assert k is None and cpukernels.unavailable_reason() == f"ARXSUM_CPU_ISA={isa}, but this CPU does not run {isa}"

@@ -24,12 +24,46 @@
 #define HAVE_DP 0
 #endif
 
+#if HAVE_DP && defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#define HAVE_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define HAVE_AMX 0
+#endif
+
 /* Whether bf16 products use AVX512-BF16 pairs (vdpbf16ps): then bf16 cross-attention keys come in
  * pair tiles (see cross_attention). */
 int has_dp(void) { return HAVE_DP; }
 
+/* Whether the pair products run on AMX tiles (set_amx) instead of vdpbf16ps: the same pair layouts
+ * and float32 sums. On Intel's Sapphire Rapids vdpbf16ps issues at ~1 per 2 cycles, too slow to keep
+ * up with DRAM when a step multiplies 5 rows by a streamed matrix (~7 GB/s a core, of ~14); AMX's
+ * tdpbf16ps with software prefetch streams at ~13 GB/s. Chosen by measurement (cpuplan.py). */
+static int amx_on = 0;
+int has_amx(void) { return HAVE_AMX; }
+/* on != 0: use AMX where compiled in and where the kernel grants this process the tile state
+ * (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16). Returns whether AMX is now on. */
+int set_amx(int on) {
+#if HAVE_AMX
+    if (on && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0) on = 0;
+    amx_on = on != 0;
+#else
+    (void)on;
+#endif
+    return amx_on;
+}
+
 #define TILE 64
 #define MAXR 8
+/* 16-float column groups that the row products keep in registers at once: all 4 of a tile with
+ * AVX-512's 32 registers; one with AVX2's 16 (two registers a group), the tile then read in 4 passes
+ * (the first from memory, the others from L2): the accumulators would not fit otherwise. */
+#if defined(__AVX512F__)
+#define COLV 4
+#else
+#define COLV 1
+#endif
 #define HEAD_DIM 64
 #define BLOCK 64 /* terms summed in registers before joining the running total */
 #define HGROUP 6 /* heads per self-attention task */
@@ -67,6 +101,29 @@ static inline uint16_t f32_to_bf16(float f) {
 static inline vf splat(float x) { return (vf){0} + x; }
 #define LOG2E 1.4426950408889634f
 static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)((m & (vi)a) | (~m & (vi)b)); }
+static inline vf vmin(vf a, vf b) { vi m = a < b; return (vf)((m & (vi)a) | (~m & (vi)b)); }
+
+/* The only instructions that differ between the builds (one source, compiled per instruction set:
+ * AVX-512, or AVX2 + FMA where vf, 16 floats, is two 8-float registers): rounding to the nearest
+ * integer and scaling by 2^n. The AVX2 forms give the same bits: round-half-even by the 1.5 * 2^23
+ * shift (|x| < 2^22 here), and y * 2^n as (y * 2^h) * 2^(n - h) with h = n / 2, the first product
+ * exact, the second rounded once, as vscalefps rounds (n >= -150 > 2 * -126). */
+#if defined(__AVX512F__)
+static inline vf vround(vf x) {
+    return (vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+static inline vf vscale2(vf y, vf n) { return (vf)_mm512_scalef_ps((__m512)y, (__m512)n); }
+#else
+static inline vf vround(vf x) {
+    volatile float shift = 12582912.0f; /* read at run time: no constant folding of x + s - s */
+    vf s = splat(shift);
+    return (x + s) - s;
+}
+static inline vf vscale2(vf y, vf n) { /* n integral, -150 <= n <= 0 */
+    vi i = __builtin_convertvector(n, vi), h = i / 2;
+    return (y * (vf)((h + 127) << 23)) * (vf)((i - h + 127) << 23);
+}
+#endif
 
 /* exp for x <= 0 (softmax after subtracting the maximum): Cephes' expf polynomial, ~1 ulp, on
  * x = n ln2 + r with n the nearest integer (|r| <= ln2 / 2), 2^n applied by vscalefps;
@@ -74,8 +131,7 @@ static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)((m & (vi)a) | (~m 
 static inline vf vexp(vf x) {
     vi under = x < -87.33654f;
     x = vmax(x, splat(-87.33654f));
-    __m512 n = _mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vf fl = (vf)n;
+    vf n = vround(x * 1.44269504088896341f), fl = n;
     x -= fl * 0.693359375f;
     x -= fl * -2.12194440e-4f;
     vf z = x * x;
@@ -85,15 +141,14 @@ static inline vf vexp(vf x) {
     y = y * x + 1.6666665459E-1f;
     y = y * x + 5.0000001201E-1f;
     y = y * z + x + 1.0f;
-    y = (vf)_mm512_scalef_ps((__m512)y, n);
+    y = vscale2(y, n);
     return (vf)(~under & (vi)y);
 }
 /* 2^x for x <= 0, ~1 ulp: Cephes' exp2f polynomial on x = n + f (|f| <= 1/2), 2^n applied by
  * vscalefps; exactly 0 below -150, where float's 2^x rounds to 0 anyway. */
 static inline vf vexp2(vf x) {
     x = vmax(x, splat(-150.0f));
-    __m512 n = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    vf f = x - (vf)n;
+    vf n = vround(x), f = x - n;
     vf y = splat(1.535336188319500E-4f);
     y = y * f + 1.339887440266574E-3f;
     y = y * f + 9.618437357674640E-3f;
@@ -101,7 +156,7 @@ static inline vf vexp2(vf x) {
     y = y * f + 2.402264791363012E-1f;
     y = y * f + 6.931472028550421E-1f;
     y = y * f + 1.0f;
-    return (vf)_mm512_scalef_ps((__m512)y, n);
+    return vscale2(y, n);
 }
 
 #ifdef __clang__
@@ -157,30 +212,30 @@ static float softmax_numerators(float *sc, int n) {
 #define TILE_FN(NAME, T, LOAD)                                                                      \
     static inline void NAME(const int R, const float *x, int in, const T *w, int t, vf *res_v) {    \
         float *res = (float *)res_v;                                                                \
-        vf tot[MAXR][4], acc[MAXR][4];                                                              \
-        for (int r = 0; r < R; r++)                                                                 \
-            for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};                                        \
         const T *tile = w + (size_t)t * in * TILE;                                                  \
-        for (int i0 = 0; i0 < in; i0 += BLOCK) {                                                    \
-            int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;                                             \
+        for (int c0 = 0; c0 < 4; c0 += COLV) { /* COLV of the tile's 4 16-column groups a pass */ \
+            vf tot[MAXR][COLV], acc[MAXR][COLV];                                                    \
             for (int r = 0; r < R; r++)                                                             \
-                for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};                                    \
-            for (int i = i0; i < i1; i++) {                                                         \
-                const T *row = tile + (size_t)i * TILE;                                             \
-                vf w0 = LOAD(row), w1 = LOAD(row + 16), w2 = LOAD(row + 32), w3 = LOAD(row + 48);  \
-                for (int r = 0; r < R; r++) {                                                       \
-                    vf xb = splat(x[r * in + i]);                                                   \
-                    acc[r][0] += xb * w0;                                                           \
-                    acc[r][1] += xb * w1;                                                           \
-                    acc[r][2] += xb * w2;                                                           \
-                    acc[r][3] += xb * w3;                                                           \
+                for (int j = 0; j < COLV; j++) tot[r][j] = (vf){0};                                 \
+            for (int i0 = 0; i0 < in; i0 += BLOCK) {                                                \
+                int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;                                         \
+                for (int r = 0; r < R; r++)                                                         \
+                    for (int j = 0; j < COLV; j++) acc[r][j] = (vf){0};                             \
+                for (int i = i0; i < i1; i++) {                                                     \
+                    const T *row = tile + (size_t)i * TILE + 16 * c0;                               \
+                    vf wv[COLV];                                                                    \
+                    for (int j = 0; j < COLV; j++) wv[j] = LOAD(row + 16 * j);                      \
+                    for (int r = 0; r < R; r++) {                                                   \
+                        vf xb = splat(x[r * in + i]);                                               \
+                        for (int j = 0; j < COLV; j++) acc[r][j] += xb * wv[j];                     \
+                    }                                                                               \
                 }                                                                                   \
+                for (int r = 0; r < R; r++)                                                         \
+                    for (int j = 0; j < COLV; j++) tot[r][j] += acc[r][j];                          \
             }                                                                                       \
             for (int r = 0; r < R; r++)                                                             \
-                for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];                                 \
+                for (int j = 0; j < COLV; j++) *(vf_u *)(res + r * TILE + 16 * (c0 + j)) = tot[r][j]; \
         }                                                                                           \
-        for (int r = 0; r < R; r++)                                                                 \
-            for (int j = 0; j < 4; j++) *(vf_u *)(res + r * TILE + 16 * j) = tot[r][j];             \
     }
 TILE_FN(tile_f32, float, load_f32)
 TILE_FN(tile_bf16, uint16_t, load_bf16)
@@ -220,12 +275,64 @@ static inline void store_bf16x2(uint16_t *p, vf a, vf b) {
 }
 #endif
 
+#if HAVE_AMX
+typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } tilecfg_t;
+#define AMX_AHEAD 8192 /* bytes of a contiguous B prefetched ahead: DRAM's latency at ~14 GB/s a core */
+
+/* res (4, R, 16) float32 = R rows of a (n (k, k+1) pairs as uint32, rows lda apart) against B in 4
+ * groups of 16 columns: row p of group j at b + j * gs + p * rs (uint32: a pair of bf16 per column).
+ * n a multiple of 16. Tiles 0-3: the sums, 4: a, 5-6: B. contiguous: B's rows follow one another
+ * (gs = 16, rs = 64), prefetched AMX_AHEAD bytes ahead. The tile configuration is loaded at each call:
+ * torch's oneDNN loads its own into the same threads. */
+static void amx_product(const int R, const uint32_t *a, int n, size_t lda, const uint32_t *b, size_t gs, size_t rs,
+                        int contiguous, float *res) {
+    tilecfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 5; i++) cfg.rows[i] = (uint8_t)R, cfg.colsb[i] = 64;
+    cfg.rows[5] = cfg.rows[6] = 16, cfg.colsb[5] = cfg.colsb[6] = 64;
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const size_t stride = rs * 4;
+    for (int p = 0; p < n; p += 16) {
+        const uint32_t *bp = b + (size_t)p * rs;
+        if (contiguous)
+            for (int c = 0; c < 16 * 256; c += 64) __builtin_prefetch((const char *)bp + AMX_AHEAD + c);
+        _tile_loadd(4, a + p, lda * 4);
+        _tile_loadd(5, bp, stride);
+        _tile_dpbf16ps(0, 4, 5);
+        _tile_loadd(6, bp + gs, stride);
+        _tile_dpbf16ps(1, 4, 6);
+        _tile_loadd(5, bp + 2 * gs, stride);
+        _tile_dpbf16ps(2, 4, 5);
+        _tile_loadd(6, bp + 3 * gs, stride);
+        _tile_dpbf16ps(3, 4, 6);
+    }
+    _tile_stored(0, res, 64);
+    _tile_stored(1, res + R * 16, 64);
+    _tile_stored(2, res + 2 * R * 16, 64);
+    _tile_stored(3, res + 3 * R * 16, 64);
+}
+#endif
+
 #if HAVE_DP
 /* bf16 with AVX512-BF16: tot (R x 64 float32) += R rows of a, each n (k, k+1) pairs as uint32 (rows
  * lda apart), against b (n, 64) uint32, [p][j] = (B[2p][j], B[2p+1][j]): the pair tiles of a weight
  * or of keys (B = W^T), or the values' pairs (B = V). Summed in blocks of `block` pairs. */
 static inline __attribute__((always_inline)) void pairs_n(const int R, const uint32_t *a32, int n, size_t lda,
                                                           const uint32_t *b32, int block, vf tot[][4]) {
+#if HAVE_AMX
+    if (amx_on && n % 16 == 0) { /* all n summed in the tiles: float32 sums, as in blocks */
+        float res[4 * MAXR * 16];
+        amx_product(R, a32, n, lda, b32, 16, 64, 1, res);
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < 4; j++) tot[r][j] += load_f32(res + (j * R + r) * 16);
+        return;
+    }
+#endif
     for (int p0 = 0; p0 < n; p0 += block) {
         const int p1 = p0 + block < n ? p0 + block : n;
         __m512 acc[MAXR][4];
@@ -313,22 +420,24 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
  * Summed in blocks of 4 x BLOCK keys. */
 static inline __attribute__((always_inline)) void pv_plain_n(const int R, const float *p, int S, size_t lda,
                                                              const char *vp, int bf16, vf tot[][4]) {
-    vf acc[MAXR][4];
+    vf acc[MAXR][COLV];
     for (int s0 = 0; s0 < S; s0 += 4 * BLOCK) {
         int s1 = s0 + 4 * BLOCK < S ? s0 + 4 * BLOCK : S;
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) acc[r][j] = (vf){0};
-        for (int s = s0; s < s1; s++) {
-            const size_t row = (size_t)s * HEAD_DIM;
-            vf v0 = vload(vp, row, bf16), v1 = vload(vp, row + 16, bf16), v2 = vload(vp, row + 32, bf16),
-               v3 = vload(vp, row + 48, bf16);
-            for (int r = 0; r < R; r++) {
-                vf w = splat(p[r * lda + s]);
-                acc[r][0] += w * v0, acc[r][1] += w * v1, acc[r][2] += w * v2, acc[r][3] += w * v3;
+        for (int c0 = 0; c0 < 4; c0 += COLV) { /* COLV of the 4 16-column groups a pass, as in TILE_FN */
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < COLV; j++) acc[r][j] = (vf){0};
+            for (int s = s0; s < s1; s++) {
+                const size_t row = (size_t)s * HEAD_DIM + 16 * c0;
+                vf vv[COLV];
+                for (int j = 0; j < COLV; j++) vv[j] = vload(vp, row + 16 * j, bf16);
+                for (int r = 0; r < R; r++) {
+                    vf w = splat(p[r * lda + s]);
+                    for (int j = 0; j < COLV; j++) acc[r][j] += w * vv[j];
+                }
             }
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < COLV; j++) tot[r][c0 + j] += acc[r][j];
         }
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < 4; j++) tot[r][j] += acc[r][j];
     }
 }
 
@@ -591,6 +700,15 @@ static inline __attribute__((always_inline)) void qk_f32(const int R, const floa
 static inline __attribute__((always_inline)) void qk_dp(const int R, const uint32_t *q32, size_t ldq,
                                                         const uint32_t *kp, const window_t *w, float *sc, vf *mx,
                                                         int j0) {
+#if HAVE_AMX
+    if (amx_on) { /* the keys' groups as B: group j's pair p at kp + (j * 32 + p) * 16 */
+        float res[KGROUPS * MR * 16];
+        amx_product(R, q32, HEAD_DIM / 2, ldq, kp, (HEAD_DIM / 2) * 16, 16, 0, res);
+        for (int m = 0; m < R; m++)
+            for (int j = 0; j < KGROUPS; j++) score_out(w, sc, mx, m, j0 + j, load_f32(res + (j * R + m) * 16));
+        return;
+    }
+#endif
     __m512 acc[MR][KGROUPS];
     for (int m = 0; m < R; m++)
         for (int j = 0; j < KGROUPS; j++) acc[m][j] = _mm512_setzero_ps();
@@ -870,7 +988,7 @@ static inline vf verf(vf x) {
 }
 static inline vf vtanh(vf x) { /* 1 - 2 / (exp(2x) + 1), on |x| (saturated past 9) with x's sign */
     vf a = (vf)((vu)x & 0x7FFFFFFFu);
-    a = (vf)_mm512_min_ps((__m512)a, (__m512)splat(9.0f));
+    a = vmin(a, splat(9.0f));
     vf y = 1.0f - 2.0f / (vexp(2.0f * a) + 1.0f);
     return (vf)(((vu)x & 0x80000000u) | (vu)y);
 }

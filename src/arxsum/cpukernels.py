@@ -35,7 +35,13 @@ SOURCE = Path(__file__).with_name("cpukernels.c")
 TILE = 64  # as in cpukernels.c
 MAX_ROWS = 8  # rows the kernels keep in registers; more are done in chunks of 8
 HEAD_DIM = 64
-FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared"]
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared", "-Wno-psabi"]
+# One source, compiled per instruction set (as PyTorch's aten/src/ATen/native/cpu/ kernels are): the
+# same code over 16-float vectors, one AVX-512 register or two AVX2 ones. ARXSUM_CPU_ISA forces one.
+ISAS = ("avx512", "avx2")
+ISA_FLAGS = {"avx512": [], "avx2": ["-mno-avx512f"]}
+ISA_CPU_FLAGS = {"avx512": ("avx512f",), "avx2": ("avx2", "fma")}
+ISA_CHOICES = ("auto", *ISAS, "none")
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 # the decoder's activation functions (model.ACTIVATIONS) as cpukernels.c's decoder_layer codes them
 ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "relu": 3, "silu": 4, "swish": 4, "tanh": 5}
@@ -65,11 +71,13 @@ def load() -> CpuKernels | None:
     """The kernels, compiled once per machine; None where they cannot run (see unavailable_reason)."""
     if "kernels" not in _state:
         try:
-            path = _build()
+            isa = _choose_isa()
+            path = _build(isa)
             try:
-                kernels = CpuKernels(ctypes.CDLL(str(path)))
+                kernels = CpuKernels(ctypes.CDLL(str(path)), isa)
             except (OSError, AttributeError) as e:  # a damaged or foreign file where the library should be
                 raise _Unavailable(f"cannot load {path}: {e}") from None
+            kernels.set_amx(os.environ.get("ARXSUM_CPU_AMX", "1") != "0")
             kernels.self_check()
             _state["kernels"], _state["reason"] = kernels, None
         except _Unavailable as e:
@@ -86,14 +94,42 @@ class _Unavailable(Exception):
     pass
 
 
-def _build() -> Path:
+def cpu_isas() -> list[str]:
+    """The instruction sets of ISAS that this CPU runs, best first."""
+    flags = set(cpuinfo("flags").split())
+    return [isa for isa in ISAS if all(f in flags for f in ISA_CPU_FLAGS[isa])]
+
+
+def requested_isa() -> str:
+    """ARXSUM_CPU_ISA (auto, avx512, avx2, none); ARXSUM_CPU_KERNELS=0 means none."""
     if os.environ.get("ARXSUM_CPU_KERNELS", "1") == "0":
-        raise _Unavailable("turned off by ARXSUM_CPU_KERNELS=0")
+        return "none"
+    isa = os.environ.get("ARXSUM_CPU_ISA", "auto").strip().lower() or "auto"
+    if isa not in ISA_CHOICES:
+        raise _Unavailable(f"ARXSUM_CPU_ISA={isa} is not one of {', '.join(ISA_CHOICES)}")
+    return isa
+
+
+def _choose_isa() -> str:
+    isa = requested_isa()
+    if isa == "none":
+        why = "ARXSUM_CPU_KERNELS=0" if os.environ.get("ARXSUM_CPU_KERNELS", "1") == "0" else "ARXSUM_CPU_ISA=none"
+        raise _Unavailable(f"turned off by {why}")
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         raise _Unavailable(f"built for Linux on x86-64, not {platform.system()} on {platform.machine()}")
+    runs = cpu_isas()
+    if isa == "auto":
+        if not runs:
+            raise _Unavailable("the CPU has neither AVX-512 nor AVX2 with FMA")
+        return runs[0]
+    if isa not in runs:
+        raise _Unavailable(f"ARXSUM_CPU_ISA={isa}, but this CPU does not run {isa}")
+    return isa
+
+
+def _build(isa: str | None = None) -> Path:
+    isa = isa or _choose_isa()
     cpu = cpuinfo("flags")
-    if "avx512f" not in cpu.split():
-        raise _Unavailable("the CPU has no AVX-512")
     torch_lib = Path(torch.__file__).parent / "lib"
     if not (torch_lib / "libgomp.so.1").is_file():
         raise _Unavailable("this torch build does not use GNU OpenMP")
@@ -105,10 +141,11 @@ def _build() -> Path:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise _Unavailable(f"{cc} does not run: {e}") from None
-    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), cpu.encode(),
+    flags = FLAGS + ISA_FLAGS[isa]
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(), cpu.encode(),
                                      str(torch_lib).encode()])).hexdigest()[:16]
-    cache = Path(os.environ.get("ARXSUM_CACHE_DIR") or Path.home() / ".cache" / "arxsum") / "kernels"
-    target = cache / f"cpukernels-{key}.so"
+    cache = cache_dir() / "kernels"
+    target = cache / f"cpukernels-{isa}-{key}.so"
     if target.is_file():
         return target
     try:
@@ -118,7 +155,7 @@ def _build() -> Path:
         workdir = Path(tempfile.mkdtemp(prefix="arxsum-kernels-"))
         target = workdir / target.name
     built = workdir / "cpukernels.so"
-    command = [cc, *FLAGS, str(SOURCE), "-o", str(built), f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}"]
+    command = [cc, *flags, str(SOURCE), "-o", str(built), f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}"]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as e:
@@ -129,6 +166,10 @@ def _build() -> Path:
     built.replace(target)  # atomic: processes building at once each rename a whole file
     shutil.rmtree(workdir, ignore_errors=True)
     return target
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ARXSUM_CACHE_DIR") or Path.home() / ".cache" / "arxsum")
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt()'s parameters, from glibc's malloc.h
@@ -209,8 +250,9 @@ def _check(ok: bool, what: str, *tensors: torch.Tensor) -> None:
 class CpuKernels:
     head_dim = HEAD_DIM  # the attention kernels'; other models keep torch's
 
-    def __init__(self, lib: ctypes.CDLL):
+    def __init__(self, lib: ctypes.CDLL, isa: str = "avx512"):
         self.lib = lib
+        self.isa = isa  # the instruction set it was compiled for (ISAS)
         lib.rows_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                     ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
         lib.rows_linear.restype = None
@@ -226,7 +268,21 @@ class CpuKernels:
         lib.pair_values.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3
         lib.pair_values.restype = None
         lib.has_dp.restype = ctypes.c_int
+        lib.has_amx.restype = ctypes.c_int
+        lib.set_amx.argtypes = [ctypes.c_int]
+        lib.set_amx.restype = ctypes.c_int
         self.pairs = bool(lib.has_dp())  # bf16 keys in pair tiles, for AVX512-BF16
+        self.amx = False  # the pair products on AMX tiles (set_amx), same layouts
+
+    def set_amx(self, on: bool) -> bool:
+        """Pair products (bf16) on AMX tiles instead of vdpbf16ps, where compiled in and granted by the
+        OS; returns whether they now are."""
+        self.amx = bool(self.lib.set_amx(int(on)))
+        return self.amx
+
+    @property
+    def can_amx(self) -> bool:
+        return bool(self.lib.has_amx())
 
     def _in_pairs(self, dtype: torch.dtype) -> bool:
         """Whether matrices of this dtype go in the pair layouts (tile, tile_values)."""
