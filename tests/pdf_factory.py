@@ -259,12 +259,73 @@ def hyphens(path: Path) -> PaperSpec:
     return PaperSpec(path, sections=["1 Introduction"], body=HYPHEN_TEXT)
 
 
+FIGURE_BEFORE = [
+    "The first lines of this paragraph run on as usual, and the shift of the",
+    "lines in the spectrum is large enough that it can only be ac-",
+]
+FIGURE_AFTER = [
+    "counted for by the Doppler effect of the moving source, which we then",
+]
+PAGE_TWO = ["take up in the second part of the paper, as the text goes on.",
+            "A new paragraph starts here and ends here."]
+FIGURE_LABELS = ["angular separation [arcsec]", "mean response length (tokens)", "number of counts per bin"]
+FIGURE_TEXT = ("The first lines of this paragraph run on as usual, and the shift of the lines in the spectrum "
+               "is large enough that it can only be accounted for by the Doppler effect of the moving source, "
+               "which we then take up in the second part of the paper, as the text goes on. "
+               "A new paragraph starts here and ends here.")
+
+
+def _plot(c: canvas.Canvas, name: str) -> None:
+    """A vector plot as an included graphic: a form XObject with a frame, a curve, ticks and labels."""
+    c.beginForm(name)
+    c.rect(40, 30, 300, 110)
+    c.bezier(40, 40, 120, 160, 220, 20, 340, 120)
+    c.setFont("Vera", 10)  # labels at the body's size: only where they are drawn tells them apart
+    for i, tick in enumerate(["0", "10", "20", "30"]):
+        c.drawString(40 + 100 * i, 18, tick)
+    c.drawCentredString(190, 4, FIGURE_LABELS[0])
+    for i in range(4):  # a legend per panel, as plotting libraries repeat it
+        c.drawString(60 + 70 * (i % 2), 120 - 12 * i, FIGURE_LABELS[1] if i % 2 == 0 else "model A")
+    c.drawString(200, 60, FIGURE_LABELS[2])
+    c.endForm()
+
+
+def figure_text(path: Path) -> PaperSpec:
+    """A plot (a form XObject, as \\includegraphics of a PDF makes) drawn inside a sentence, with
+    the word before it hyphenated; the sentence then goes on across a page break."""
+    _fonts()
+    c = canvas.Canvas(str(path), pagesize=letter)
+    _furniture(c, 1)
+    y = _title_block(c, HEIGHT - 100)
+    c.setFont("Vera-Bold", 11)
+    c.drawCentredString(WIDTH / 2, y, "Abstract")
+    y = _lines(c, ABSTRACT, 110, y - 18, 9, leading=11) - 20
+    y = _lines(c, ["1 Introduction"], 72, y, 12, "Vera-Bold") - 6
+    y = _lines(c, FIGURE_BEFORE, 72, y) - 6
+    _plot(c, "plot1")
+    c.saveState()
+    c.translate(110, y - 150)
+    c.doForm("plot1")
+    c.restoreState()
+    y = _lines(c, ["Figure 1: The plot, which the body does not read."], 72, y - 168, 9) - 18
+    _lines(c, FIGURE_AFTER, 72, y)
+    c.showPage()
+    _furniture(c, 2)
+    y = _lines(c, PAGE_TWO, 72, HEIGHT - 90) - 16
+    _references(c, 72, y)
+    c.showPage()
+    c.save()
+    return PaperSpec(path, sections=["1 Introduction"], body=FIGURE_TEXT,
+                     noise=[*FIGURE_LABELS, "model A", "plot, which", "cited work"])
+
+
 def build_all(directory: Path) -> dict[str, PaperSpec]:
     return {"one_column": one_column(directory / "one-column.pdf"),
             "two_column": two_column(directory / "two-column.pdf"),
             "ieee_like": ieee_like(directory / "ieee-like.pdf"),
             "tex_fonts": tex_fonts(directory / "tex-fonts.pdf"),
-            "hyphens": hyphens(directory / "hyphens.pdf")}
+            "hyphens": hyphens(directory / "hyphens.pdf"),
+            "figure_text": figure_text(directory / "figure-text.pdf")}
 
 
 # --- PDFs written by hand: fonts as old TeX PDFs have them ---------------------------------------

@@ -380,6 +380,17 @@ def test_model_words_from_tokenizer_files(tmp_path, generated):
     assert " ".join(doc.body.split()) == spec.body
 
 
+def test_text_inside_a_figure_is_dropped_and_the_sentence_rejoined(generated):
+    """A plot's labels at the body's size, drawn inside a sentence whose word before the plot is
+    hyphenated; the sentence goes on across a page break."""
+    spec = generated["figure_text"]
+    doc = extract(spec.path.read_bytes(), spec.path.name)
+    assert " ".join(doc.body.split()) == spec.body
+    assert doc.dropped["text inside figures lines"] >= 6  # 4 ticks, the axis label, the legends
+    for noise in spec.noise:
+        assert noise not in doc.body
+
+
 def test_max_pages(generated):
     doc = extract(generated["two_column"].path.read_bytes(), "x.pdf", max_pages=1)
     assert doc.pages == 1

@@ -48,8 +48,12 @@ CHAR_WIDTH = 0.45  # average glyph width as a fraction of the font size (estimat
 LIGATURE_CODES = {"\x0b": "ff", "\x0c": "fi", "\x0d": "fl", "\x0e": "ffi", "\x0f": "ffl"}
 LIGATURE_CODE = re.compile(r"(?<=[^\W\d_])[\x0b-\x0f]|[\x0b-\x0f](?=[^\W\d_])")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# A form XObject drawn with this much text or more is the page itself wrapped up (some PDF tools
+# do that), not an included graphic; the largest plot of the sample papers holds ~130 characters.
+FORM_PAGE_TEXT = 3000
 ROTATED = "rotated text fragments (arXiv stamp)"
 CONTROLS = "control characters"
+FIGURE_TEXT = "text inside figures"  # a Line.furniture value: counted as "text inside figures lines"
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Fragment:
     size: float  # effective font size in points
     font: str  # base font name without the subset prefix
     text: str
+    form: int | None = None  # which drawing of a form XObject (an included graphic) it is part of
 
     @property
     def is_math(self) -> bool:
@@ -171,6 +176,7 @@ def page_fragments(page) -> tuple[list[Fragment], Counter]:
     fragments: list[Fragment] = []
     dropped: Counter[str] = Counter()
     install_tex_maps(page)
+    forms = FormTracker()
 
     def visit(text, cm, tm, font_dict, font_size):
         if not text or not text.strip():
@@ -188,14 +194,55 @@ def page_fragments(page) -> tuple[list[Fragment], Counter]:
         text, controls = CONTROL.subn(" ", text)
         dropped[CONTROLS] += controls
         if text.strip():
-            fragments.append(Fragment(m[4], m[5], font_size * scale, font, text))
+            fragments.append(Fragment(m[4], m[5], font_size * scale, font, text, forms.current))
 
-    page.extract_text(visitor_text=visit)
+    page.extract_text(visitor_text=visit, visitor_operand_before=forms.before, visitor_operand_after=forms.after)
+    in_form: Counter[int] = Counter()
+    for f in fragments:
+        if f.form is not None:
+            in_form[f.form] += len(f.text)
+    for f in fragments:
+        if f.form is not None and in_form[f.form] >= FORM_PAGE_TEXT:
+            f.form = None
     dropped = +dropped  # no zero counts
     visible = [f for f in fragments if f.size >= MIN_SIZE]
     if sum(len(f.text) for f in visible) < 0.1 * sum(len(f.text) for f in fragments):
         return [f for f in fragments if f.size > 0], dropped  # no readable size anywhere: keep all
     return visible, dropped
+
+
+class FormTracker:
+    """Follows pypdf into and out of form XObjects (`Do`), so that each text fragment knows which
+    outermost form drawing, if any, it was drawn in.
+
+    pypdf calls `before` for `Do`, then reports the page text it still held, then walks the form's
+    own operators (calling `before` for each), then calls `after` for the `Do`: a form is entered
+    at its first operator, not at the `Do`.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[bool] = []  # per open `Do`: whether its form's operators have started
+        self.entering = False
+        self.drawings = 0
+        self.current: int | None = None
+
+    def before(self, operator, operands, cm, tm) -> None:
+        if self.entering:
+            self.entering = False
+            self.stack[-1] = True
+            if sum(self.stack) == 1:
+                self.drawings += 1
+                self.current = self.drawings
+        if operator == b"Do":
+            self.stack.append(False)
+            self.entering = True
+
+    def after(self, operator, operands, cm, tm) -> None:
+        if operator == b"Do" and self.stack:
+            self.stack.pop()
+            self.entering = False
+            if not any(self.stack):
+                self.current = None
 
 
 def _control_codes(text: str, font: str) -> str:
@@ -258,7 +305,7 @@ def reading_order(lines: list[Line], right_x: float | None, page: int) -> list[L
             ln.column = -1  # the title block: read top to bottom, left to right
         elif ln.x >= right_x - 6:
             ln.column = 1
-        elif ln.est_end > span_limit:
+        elif ln.est_end > span_limit and ln.furniture != FIGURE_TEXT:  # a figure's labels cut no band
             ln.column = -1
         else:
             ln.column = 0
@@ -305,13 +352,15 @@ def mark_furniture(pages: list[list[Line]], heights: list[float]) -> None:
     """Mark running headers/footers (repeated across pages), page numbers and arXiv stamps."""
     seen: Counter[str] = Counter()
     for lines, height in zip(pages, heights, strict=True):
-        for sig in {_signature(ln) for ln in lines if _in_band(ln, height)}:
+        for sig in {_signature(ln) for ln in lines if _in_band(ln, height) and not ln.furniture}:
             seen[sig] += 1
     repeated = max(2, round(0.25 * len(pages)))
     for lines, height in zip(pages, heights, strict=True):
         extremes = _top_and_bottom(lines)
         for ln in lines:
             text = ln.text
+            if ln.furniture:
+                continue  # already known: text inside a figure
             if ARXIV_STAMP.match(text):
                 ln.furniture = "arxiv stamp"
             elif (_in_band(ln, height) or id(ln) in extremes) and PAGE_NUMBER.match(text):
@@ -354,7 +403,7 @@ def read_lines(reader, limit: int) -> tuple[list[Line], Counter, int]:
             unreadable += 1
             continue
         dropped += skipped
-        pages.append(group_lines(fragments, page=i))
+        pages.append(mark_figure_text(group_lines(fragments, page=i)))
         heights.append(float(page.mediabox.top))
         widths.append(float(page.mediabox.width))
     columns = column_starts(pages, widths)
@@ -363,9 +412,20 @@ def read_lines(reader, limit: int) -> tuple[list[Line], Counter, int]:
     return [ln for lines in pages for ln in lines], dropped, unreadable
 
 
+def mark_figure_text(lines: list[Line]) -> list[Line]:
+    """Lines drawn (mostly) inside an included graphic are its labels, ticks and legends."""
+    for ln in lines:
+        chars = sum(len(f.text.strip()) for f in ln.fragments)
+        inside = sum(len(f.text.strip()) for f in ln.fragments if f.form is not None)
+        if chars and inside > 0.5 * chars:
+            ln.furniture = FIGURE_TEXT
+    return lines
+
+
 def column_starts(pages: list[list[Line]], widths: list[float]) -> list[float | None]:
     """Each page's right-column start; a page with too few lines to tell (the last page of a
     two-column paper) takes the paper's, if some of its lines start there."""
+    pages = [[ln for ln in lines if not ln.furniture] for lines in pages]
     found = [right_column_start(lines, w) for lines, w in zip(pages, widths, strict=True)]
     common = Counter(round(x) for x in found if x is not None).most_common(1)
     if not common:
