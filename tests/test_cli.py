@@ -217,3 +217,16 @@ def test_every_generation_flag_reaches_the_options(monkeypatch, paper_files):
                                                 no_repeat_ngram_size=7, early_stopping=False)
     runner.invoke(cli_module.app, [str(paper_files[0]), "--model", "/nonexistent"])
     assert seen["options"] == GenerationOptions()
+
+
+def test_help_reads_at_80_columns_without_type_placeholders_or_lost_markup():
+    runner = CliRunner(env={"COLUMNS": "80", "TERM": "xterm-256color"})
+    for args in (["--help"], ["eval", "--help"], ["extract", "--help"], ["env", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, args
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, args
+        assert not any(placeholder in result.stdout for placeholder in ("<bool>", "<str>", "<int>", "<float>"))
+    main = runner.invoke(app, ["--help"]).stdout
+    assert "Ray cluster (pip install 'arxsum[ray]')" in main  # [ray] is not taken for markup
+    assert "  --keep-appendix  " in main and "  --max-pages N  " in main and "  -o, --output FILE  " in main
+    assert "Examples:" in main and "arxsum papers/ --output-dir out/" in main

@@ -13,36 +13,83 @@ import sys
 import threading
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from arxsum import __version__
-from arxsum.commands.edge import errors_to_exit_codes
+from arxsum.commands.edge import PanelCommand, errors_to_exit_codes
 from arxsum.errors import OptionsError
 from arxsum.options import DEFAULT_MAX_PAGES, DEFAULT_MODEL, DEFAULT_TIMEOUT_S
 
 DEFAULT_COMMAND = "summarize"
+if TYPE_CHECKING:
+    from rich.console import Console
+
 SUBCOMMAND_MODULES = ("extract", "eval", "env")  # arxsum.commands.<name>.register(app), when present
+
+
+GROUP_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
+EXAMPLES = """\b
+  arxsum paper.pdf                           summary on stdout
+  arxsum 2210.15497 --format json            an arXiv id, as JSON
+  arxsum papers/ --output-dir out/           a folder; run again to resume
+  find . -name '*.pdf' | arxsum --files-from - -f jsonl > all.jsonl
+  arxsum extract paper.pdf                   the text the model reads
+  arxsum eval test.jsonl --limit 200         ROUGE against the abstracts
+  arxsum env                                 versions and hardware"""
 
 
 class DefaultCommandGroup(TyperGroup):
     """A group whose first argument falls back to `summarize` when it names no subcommand."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        if args and args[0] not in self.commands and args[0] not in GROUP_OPTIONS:
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
 
     def format_help(self, ctx: typer.Context, formatter) -> None:
-        """The group's help (subcommands), then the default command's options."""
+        """The group's help (subcommands), then the default command's options, then examples."""
         super().format_help(ctx, formatter)
         command = self.commands.get(DEFAULT_COMMAND)
         if command is not None:
+            formatter.write_paragraph()
             with typer.Context(command, info_name=ctx.info_name, parent=ctx.parent) as sub:
                 command.format_help(sub, formatter)
+        with formatter.section("Examples"):
+            formatter.write_text(EXAMPLES)
+
+    def shell_complete(self, ctx: typer.Context, incomplete: str):
+        """At the first word, `arxsum paper.pdf` is a command too: the default command's options
+        after a dash, files and folders beside the subcommands otherwise."""
+        items = super().shell_complete(ctx, incomplete)
+        command = self.commands.get(DEFAULT_COMMAND)
+        if command is not None and incomplete.startswith("-"):
+            seen = {item.value for item in items}
+            items += [item for item in command.shell_complete(ctx, incomplete) if item.value not in seen]
+        elif items:  # with no match the shells complete paths themselves
+            items += path_completions(incomplete)
+        return items
+
+
+def path_completions(incomplete: str) -> list:
+    """Files and folders starting with `incomplete` (folders with a trailing /)."""
+    from typer._click.shell_completion import CompletionItem
+
+    folder, _, prefix = incomplete.rpartition("/")
+    base = Path(folder or ".") if folder or not incomplete.startswith("/") else Path("/")
+    try:
+        entries = sorted(p for p in base.iterdir() if p.name.startswith(prefix) and
+                         (prefix.startswith(".") or not p.name.startswith(".")))
+    except OSError:
+        return []
+    head = f"{folder}/" if folder or incomplete.startswith("/") else ""
+    return [CompletionItem(f"{head}{p.name}{'/' if p.is_dir() else ''}") for p in entries[:200]]
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [d for d in ("auto", "cpu", "cuda", "cuda:0", "cuda:1") if d.startswith(incomplete)]
 
 
 class Format(str, Enum):
@@ -71,7 +118,7 @@ app = typer.Typer(
     help="Summarize arXiv papers (PDF, LaTeX, text, arXiv ids) into abstracts with LSG-BART.\n\n"
          "`arxsum paper.pdf` is `arxsum summarize paper.pdf`.",
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,  # plain help: reads at 80 columns, nothing taken for markup
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -104,11 +151,11 @@ BATCH = "Batch and bad input"
 RAY = "Ray cluster (pip install 'arxsum[ray]')"
 
 
-@app.command(DEFAULT_COMMAND)
+@app.command(DEFAULT_COMMAND, cls=PanelCommand, short_help="Summarize papers (the default command).")
 def summarize(
     inputs: Annotated[list[str] | None, typer.Argument(
         help="PDF, .txt, .md or .tex files, folders (searched recursively), arXiv ids or URLs; "
-             "- reads stdin.", show_default=False)] = None,
+             "- reads stdin.", show_default=False, metavar="INPUT")] = None,
     files_from: Annotated[str | None, typer.Option(
         "--files-from", metavar="FILE|-", help="Read more inputs from FILE, one a line (- for stdin).",
         rich_help_panel=INPUT)] = None,
@@ -128,7 +175,7 @@ def summarize(
         help="Hub id or local folder of the model.", envvar="ARXSUM_MODEL", rich_help_panel=MODEL)] = DEFAULT_MODEL,
     device: Annotated[str, typer.Option(
         help="auto, cpu, cuda or cuda:N (auto: cuda:0 when present).", envvar="ARXSUM_DEVICE",
-        callback=_check_device, rich_help_panel=MODEL)] = "auto",
+        callback=_check_device, autocompletion=_complete_device, rich_help_panel=MODEL)] = "auto",
     dtype: Annotated[Dtype, typer.Option(help="Weights' dtype.", rich_help_panel=MODEL)] = Dtype.auto,
     num_beams: Annotated[int | None, typer.Option(help="Beam width.", rich_help_panel=MODEL)] = None,
     length_penalty: Annotated[float | None, typer.Option(
@@ -180,6 +227,8 @@ def summarize(
         min=1, help="Model actors on Ray (default: one per GPU, or half the CPUs).", rich_help_panel=RAY)] = None,
 ) -> None:
     """Summarize papers: one summary per input, on stdout, in -o FILE, or in --output-dir."""
+    from rich.console import Console  # rich is imported when a command runs, not for --version
+
     console = Console(stderr=True)
     generation = {"num_beams": num_beams, "length_penalty": length_penalty, "max_length": max_length,
                   "min_length": min_length, "no_repeat_ngram_size": no_repeat_ngram_size,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import typer
@@ -46,6 +45,8 @@ def environment() -> list[tuple[str, str]]:
 
 
 def package_version(name: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -118,4 +119,4 @@ def cpu_kernel_rows(cache: Path) -> list[tuple[str, str]]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("env", help=HELP)(env_command)
+    app.command("env", help=HELP, short_help="Versions, hardware and settings.")(env_command)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from arxsum.commands.edge import errors_to_exit_codes
+from arxsum.commands.edge import PanelCommand, errors_to_exit_codes
 from arxsum.errors import InputError
 from arxsum.options import DEFAULT_MODEL, GenerationOptions
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
     from arxsum import evaluate
@@ -109,6 +109,8 @@ def eval_command(
     ] = _GEN.no_repeat_ngram_size,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")] = False,
 ) -> None:
+    from rich.console import Console
+
     from arxsum import evaluate  # rouge-score and its kin: imported when a command runs, not for --help
 
     console = Console(stderr=True)
@@ -197,4 +199,5 @@ def _table(report: evaluate.Report) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the `eval` subcommand to `app`."""
-    app.command("eval", help=HELP, no_args_is_help=True)(eval_command)
+    app.command("eval", help=HELP, no_args_is_help=True, cls=PanelCommand,
+                short_help="ROUGE of summaries against the abstracts.")(eval_command)

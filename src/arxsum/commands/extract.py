@@ -148,4 +148,6 @@ class TokenCounter:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("extract", help=HELP)(extract_command)
+    from arxsum.commands.edge import PanelCommand
+
+    app.command("extract", help=HELP, cls=PanelCommand, short_help="Print the text the model reads.")(extract_command)
