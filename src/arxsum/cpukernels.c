@@ -56,14 +56,18 @@ int set_amx(int on) {
 
 #define TILE 64
 #define MAXR 8
-/* 16-float column groups that the row products keep in registers at once: all 4 of a tile with
- * AVX-512's 32 registers; one with AVX2's 16 (two registers a group), the tile then read in 4 passes
- * (the first from memory, the others from L2): the accumulators would not fit otherwise. */
+/* The row products (TILE_FN, pv_plain_n) work in the machine's own registers (vn: 16 floats with
+ * AVX-512, 8 with AVX2; GCC keeps arrays of wider vectors in memory) and keep CPASS of them per row
+ * at once: a 64-column tile's 4 with AVX-512's 32 registers; 2 of 8 with AVX2's 16, the tile then
+ * read in 4 passes (the first from memory, the others from L2). */
 #if defined(__AVX512F__)
-#define COLV 4
+#define VN 16 /* floats in a register */
+#define CPASS 4 /* registers of columns a pass */
 #else
-#define COLV 1
+#define VN 8
+#define CPASS 2
 #endif
+#define NVN (TILE / VN) /* registers of a 64-column row */
 #define HEAD_DIM 64
 #define BLOCK 64 /* terms summed in registers before joining the running total */
 #define HGROUP 6 /* heads per self-attention task */
@@ -77,6 +81,18 @@ typedef uint32_t vu __attribute__((vector_size(64)));
 typedef uint16_t vh __attribute__((vector_size(32)));
 typedef uint16_t vh_u __attribute__((vector_size(32), aligned(2)));
 
+typedef float vn __attribute__((vector_size(VN * 4)));               /* one register */
+typedef float vn_u __attribute__((vector_size(VN * 4), aligned(4)));
+typedef uint32_t vnu __attribute__((vector_size(VN * 4)));
+typedef uint16_t vnh_u __attribute__((vector_size(VN * 2), aligned(2)));
+static inline vn loadn_f32(const float *p) { return *(const vn_u *)p; }
+#if defined(__AVX512F__)
+static inline vn loadn_bf16(const uint16_t *p) { return (vn)(__builtin_convertvector(*(const vnh_u *)p, vnu) << 16); }
+#else
+static inline vn loadn_bf16(const uint16_t *p) {
+    return (vn)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
+}
+#endif
 static inline vf load_f32(const float *p) { return *(const vf_u *)p; }
 static inline void store_f32(float *p, vf v) { *(vf_u *)p = v; }
 static inline vf load_bf16(const uint16_t *p) {
@@ -213,32 +229,32 @@ static float softmax_numerators(float *sc, int n) {
     static inline void NAME(const int R, const float *x, int in, const T *w, int t, vf *res_v) {    \
         float *res = (float *)res_v;                                                                \
         const T *tile = w + (size_t)t * in * TILE;                                                  \
-        for (int c0 = 0; c0 < 4; c0 += COLV) { /* COLV of the tile's 4 16-column groups a pass */ \
-            vf tot[MAXR][COLV], acc[MAXR][COLV];                                                    \
-            for (int r = 0; r < R; r++)                                                             \
-                for (int j = 0; j < COLV; j++) tot[r][j] = (vf){0};                                 \
-            for (int i0 = 0; i0 < in; i0 += BLOCK) {                                                \
-                int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;                                         \
+        for (int k = 0; k < R * TILE; k++) res[k] = 0.f;                                            \
+        for (int i0 = 0; i0 < in; i0 += BLOCK) {                                                    \
+            int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;                                             \
+            for (int c0 = 0; c0 < NVN; c0 += CPASS) { /* passes over the block: L1 after the first */ \
+                vn acc[MAXR][CPASS];                                                                \
                 for (int r = 0; r < R; r++)                                                         \
-                    for (int j = 0; j < COLV; j++) acc[r][j] = (vf){0};                             \
+                    for (int j = 0; j < CPASS; j++) acc[r][j] = (vn){0};                            \
                 for (int i = i0; i < i1; i++) {                                                     \
-                    const T *row = tile + (size_t)i * TILE + 16 * c0;                               \
-                    vf wv[COLV];                                                                    \
-                    for (int j = 0; j < COLV; j++) wv[j] = LOAD(row + 16 * j);                      \
+                    const T *row = tile + (size_t)i * TILE + VN * c0;                               \
+                    vn wv[CPASS];                                                                   \
+                    for (int j = 0; j < CPASS; j++) wv[j] = LOAD(row + VN * j);                     \
                     for (int r = 0; r < R; r++) {                                                   \
-                        vf xb = splat(x[r * in + i]);                                               \
-                        for (int j = 0; j < COLV; j++) acc[r][j] += xb * wv[j];                     \
+                        vn xb = x[r * in + i] - (vn){0};                                            \
+                        for (int j = 0; j < CPASS; j++) acc[r][j] += xb * wv[j];                    \
                     }                                                                               \
                 }                                                                                   \
                 for (int r = 0; r < R; r++)                                                         \
-                    for (int j = 0; j < COLV; j++) tot[r][j] += acc[r][j];                          \
+                    for (int j = 0; j < CPASS; j++) {                                               \
+                        vn_u *dst = (vn_u *)(res + r * TILE + VN * (c0 + j));                       \
+                        *dst = *dst + acc[r][j];                                                    \
+                    }                                                                               \
             }                                                                                       \
-            for (int r = 0; r < R; r++)                                                             \
-                for (int j = 0; j < COLV; j++) *(vf_u *)(res + r * TILE + 16 * (c0 + j)) = tot[r][j]; \
         }                                                                                           \
     }
-TILE_FN(tile_f32, float, load_f32)
-TILE_FN(tile_bf16, uint16_t, load_bf16)
+TILE_FN(tile_f32, float, loadn_f32)
+TILE_FN(tile_bf16, uint16_t, loadn_bf16)
 #undef TILE_FN
 
 /* One tile for R rows, R a compile-time constant in each case so that the accumulators stay in
@@ -420,23 +436,27 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
  * Summed in blocks of 4 x BLOCK keys. */
 static inline __attribute__((always_inline)) void pv_plain_n(const int R, const float *p, int S, size_t lda,
                                                              const char *vp, int bf16, vf tot[][4]) {
-    vf acc[MAXR][COLV];
+    vn acc[MAXR][CPASS];
     for (int s0 = 0; s0 < S; s0 += 4 * BLOCK) {
         int s1 = s0 + 4 * BLOCK < S ? s0 + 4 * BLOCK : S;
-        for (int c0 = 0; c0 < 4; c0 += COLV) { /* COLV of the 4 16-column groups a pass, as in TILE_FN */
+        for (int c0 = 0; c0 < NVN; c0 += CPASS) { /* CPASS registers of columns a pass, as in TILE_FN */
             for (int r = 0; r < R; r++)
-                for (int j = 0; j < COLV; j++) acc[r][j] = (vf){0};
+                for (int j = 0; j < CPASS; j++) acc[r][j] = (vn){0};
             for (int s = s0; s < s1; s++) {
-                const size_t row = (size_t)s * HEAD_DIM + 16 * c0;
-                vf vv[COLV];
-                for (int j = 0; j < COLV; j++) vv[j] = vload(vp, row + 16 * j, bf16);
+                const size_t row = (size_t)s * HEAD_DIM + VN * c0;
+                vn vv[CPASS];
+                for (int j = 0; j < CPASS; j++)
+                    vv[j] = bf16 ? loadn_bf16((const uint16_t *)vp + row + VN * j) : loadn_f32((const float *)vp + row + VN * j);
                 for (int r = 0; r < R; r++) {
-                    vf w = splat(p[r * lda + s]);
-                    for (int j = 0; j < COLV; j++) acc[r][j] += w * vv[j];
+                    vn w = p[r * lda + s] - (vn){0};
+                    for (int j = 0; j < CPASS; j++) acc[r][j] += w * vv[j];
                 }
             }
             for (int r = 0; r < R; r++)
-                for (int j = 0; j < COLV; j++) tot[r][c0 + j] += acc[r][j];
+                for (int j = 0; j < CPASS; j++) {
+                    float *t = (float *)tot[r] + VN * (c0 + j);
+                    *(vn_u *)t = *(vn_u *)t + acc[r][j];
+                }
         }
     }
 }
