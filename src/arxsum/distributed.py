@@ -302,7 +302,7 @@ class ExtractStage:
         # the model text's other fields (formulas, casing) turn the summary back into prose
         model_text = None if self.raw else {k: v for k, v in asdict(paper.model_text).items() if k != "text"}
         return {"name": source.name, "title": paper.doc.title, "abstract": paper.doc.abstract, "text": text,
-                "model_text": model_text, "seconds": paper.seconds, "notes": notes}
+                "model_text": model_text, "seconds": paper.seconds, "notes": notes, "doc_kind": paper.doc.kind}
 
     def __del__(self) -> None:
         extractor = getattr(self, "extractor", None)
@@ -377,7 +377,8 @@ class SummarizeStage:
                     raise
                 failed.append((index, {"reason": _failure_reason(e), "notes": row["notes"]}))
                 continue
-            doc = Document(source=row["name"], kind="", body="", title=row["title"], abstract=row["abstract"])
+            doc = Document(source=row["name"], kind=row["doc_kind"], body="", title=row["title"],
+                           abstract=row["abstract"])
             model_text = None if row["model_text"] is None else ModelText(text=row["text"], **row["model_text"])
             jobs.append(Job(index, Source(name=row["name"], kind="file"), doc, row["text"], model_text,
                             tokens, row["seconds"]))
