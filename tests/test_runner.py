@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from arxsum.options import GenerationOptions
 from arxsum.runner import (
     Progress,
     RunConfig,
@@ -319,3 +321,34 @@ def test_a_cpu_run_without_the_kernels_says_why(tmp_path, fake_summarizer, monke
     assert out.strip() and ("without the CPU kernels" in err) == shown
     if shown:
         assert "no C compiler" in err and err.count("CPU kernels") == 1
+
+
+def test_a_live_line_on_a_terminal_says_what_happens_and_stdout_has_only_summaries(tmp_path, fake_summarizer):
+    from rich.console import Console
+
+    paths = papers(tmp_path, {"a.txt": 30})
+    seen = []
+
+    class Stepping(type(fake_summarizer)):
+        def summarize_batch(self, texts, options=None, max_input_tokens=None, on_step=None):
+            for length in range(2, 12):
+                on_step(length)
+                seen.append(length)
+                time.sleep(0.06)
+            return super().summarize_batch(texts, options, max_input_tokens)
+
+    err = io.StringIO()
+    console = Console(file=err, width=100, force_terminal=True, color_system=None)
+    out = io.StringIO()
+    report = run(RunConfig(inputs=[str(p) for p in paths], timeout=0, options=GenerationOptions(max_length=11)),
+                 load_summarizer=Stepping, stdout=out, console=console)
+    assert report.exit_code == 0 and seen == list(range(2, 12))
+    assert out.getvalue() == "A0 a1 a2\n"  # the summary alone
+    shown = err.getvalue()
+    assert "a.txt: decoding " in shown and "/10, " in shown and "s left at most" in shown
+    assert "papers" not in shown  # one paper: the line alone, no bar
+
+    plain = io.StringIO()
+    run(RunConfig(inputs=[str(p) for p in paths], timeout=0), load_summarizer=Stepping, stdout=io.StringIO(),
+        console=Console(file=plain, width=100, color_system=None))
+    assert "decoding" not in plain.getvalue()  # not a terminal: no live line

@@ -278,9 +278,12 @@ def graphed(device: torch.device) -> bool:
 
 @torch.inference_mode()
 def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, options: GenerationOptions,
-                special: SpecialTokens) -> list[list[int]]:
+                special: SpecialTokens, on_step=None) -> list[list[int]]:
     """input_ids, attention_mask (B, T) -> B token lists as generate() returns them: decoder start
-    token first, EOS last unless max_length was reached. One beam is greedy search."""
+    token first, EOS last unless max_length was reached. One beam is greedy search.
+
+    on_step(length), if given, is called after each decoding step with the summaries' length so far
+    (the CLI's live progress line; no I/O here)."""
     k = options.num_beams
     batch = input_ids.shape[0]
     device = input_ids.device
@@ -303,6 +306,8 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, op
             rows = [r for r, _, _ in chosen]
             sequences = [sequences[r] + [t] for r, t, _ in chosen]
             cur_len = len(sequences[0])
+            if on_step is not None:
+                on_step(cur_len)
             if cur_len >= options.max_length or len(finished) == len(active):
                 break
             tokens = torch.tensor([t for _, t, _ in chosen], device=device)

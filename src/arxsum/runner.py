@@ -379,6 +379,7 @@ def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: 
     """Steps 3-4, read/extract and normalise (both in the Extractor, under the time limit), count
     tokens: a Job, or None after recording the failure. --raw: the extracted body, untouched."""
     try:
+        progress.phase(f"{source.name}: reading")
         paper = future.result()
         doc, seconds = paper.doc, paper.seconds
         for warning in doc.warnings:
@@ -418,7 +419,8 @@ def settle(job: Job, result, report: RunReport, sink, progress: Progress) -> Non
         fail(job.index, result, report, sink, progress)
         return
     try:
-        sink.put(job.index, result)
+        with progress.paused():
+            sink.put(job.index, result)
     except OSError as e:  # disk full, permission denied: this paper's summary is lost, say so
         fail(job.index, f"cannot write its summary: {e.strerror or e}", report, sink, progress)
         return
@@ -501,8 +503,14 @@ class Engine:
                 out += self._generate(batch[len(out):len(out) + self.batch_size])
             return out
         texts = [job.text for job in batch]
+        tokens = sum(min(job.tokens, self.max_input_tokens or job.tokens) for job in batch)
+        what = batch[0].source.name if len(batch) == 1 else f"{len(batch)} papers"
+        self.progress.phase(f"{what}: encoding {tokens:,} tokens")
+        extra = {}
+        if self.progress.live and _takes_on_step(self.summarizer):
+            extra["on_step"] = StepTimer(self.progress, what, self.cfg.options.max_length)
         try:
-            return self.summarizer.summarize_batch(texts, self.cfg.options, self.max_input_tokens)
+            return self.summarizer.summarize_batch(texts, self.cfg.options, self.max_input_tokens, **extra)
         except Exception as e:
             if is_cuda_oom(e):
                 release_cuda_cache()
@@ -529,6 +537,39 @@ class Engine:
                       input_tokens=summary.input_tokens, original_tokens=summary.original_tokens,
                       truncated=summary.truncated, model=str(getattr(self.summarizer, "name", "")),
                       seconds=job.seconds + share, kind=job.doc.kind)
+
+
+def _takes_on_step(summarizer) -> bool:
+    import inspect
+
+    try:
+        return "on_step" in inspect.signature(summarizer.summarize_batch).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class StepTimer:
+    """on_step for the live line: decoding step k of at most max, and the time left at the measured
+    step time (an upper bound: a summary may end sooner)."""
+
+    def __init__(self, progress: Progress, what: str, max_length: int) -> None:
+        self.progress, self.what, self.max_length = progress, what, max_length
+        self.first: float | None = None
+        self.last_shown = 0.0
+
+    def __call__(self, length: int) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first, self.first_length = now, length
+        if now - self.last_shown < 0.1 and length < self.max_length:
+            return
+        self.last_shown = now
+        steps = length - self.first_length
+        left = ""
+        if steps > 0:
+            per_step = (now - self.first) / steps
+            left = f", {(self.max_length - length) * per_step:.0f} s left at most"
+        self.progress.phase(f"{self.what}: decoding {length - 1}/{self.max_length - 1}{left}")
 
 
 def readable_summary(text: str, model_text: ModelText) -> str:
@@ -604,9 +645,19 @@ class Progress:
 
     @staticmethod
     def create(console: Console, *, quiet: bool, total: int) -> Progress:
-        if not quiet and console.is_terminal and total > 1:
+        if not quiet and console.is_terminal and total >= 1:
             return RichProgress(console, quiet=quiet, total=total)
         return Progress(console, quiet=quiet, total=total)
+
+    live = False  # a live line on a terminal (RichProgress)
+
+    def phase(self, text: str) -> None:
+        """What is happening now (reading, encoding, decoding step k): shown on the live line only."""
+
+    def paused(self):
+        from contextlib import nullcontext
+
+        return nullcontext()
 
     def say(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -656,28 +707,71 @@ class Progress:
 
 
 class RichProgress(Progress):
-    """A rich bar: papers done, input tokens per second, ETA."""
+    """On a terminal: a live line on stderr saying what is happening (reading, encoding N tokens,
+    decoding step k of at most max, time left), and with several papers a bar under it: papers
+    done, input tokens per second, ETA. Transient: gone when the run ends."""
+
+    live = True
 
     def __init__(self, console: Console, *, quiet: bool, total: int) -> None:
         super().__init__(console, quiet=quiet, total=total)
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            SpinnerColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
         from rich.progress import Progress as Bar
 
-        self.bar = Bar(TextColumn("summarizing"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(),
-                       console=console, transient=True)
-        self.task = self.bar.add_task("papers", total=total, tps="-")
-        self.bar.start()
+        self.line = Bar(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True)
+        self.status = self.line.add_task("starting", total=None)
+        self.bar = None  # one paper: the line alone
+        if total > 1:
+            self.bar = Bar(TextColumn("summarizing"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(),
+                           console=console, transient=True)
+            self.task = self.bar.add_task("papers", total=total, tps="-")
+        from rich.console import Group
+        from rich.live import Live
+
+        self.display = Live(Group(self.line, self.bar) if self.bar is not None else self.line,
+                            console=console, transient=True, refresh_per_second=8, redirect_stdout=False,
+                            redirect_stderr=False)
+        self.display.start()
+
+    def phase(self, text: str) -> None:
+        width = max(20, self.console.width - 4)
+        name, sep, rest = text.partition(": ")
+        if len(text) > width and sep:  # the paper's name gives way first, from its left
+            keep = max(8, width - len(rest) - len(sep) - 1)
+            text = ("…" + name[-keep:] if len(name) > keep else name) + sep + rest
+        self.line.update(self.status, description=text if len(text) <= width else text[:width - 1] + "…")
+
+    def paused(self):
+        """Stdout on the same terminal: the live line steps aside while a summary is written."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def aside():
+            self.display.stop()
+            try:
+                yield
+            finally:
+                self.display.start()
+
+        return aside()
 
     def done(self, name: str, result: Result) -> None:
         self._advance(result.input_tokens)
 
     def _advance(self, tokens: int) -> None:
         super()._advance(tokens)
-        self.bar.update(self.task, advance=1, tps=f"{self.tokens_per_second():,.0f}")
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, tps=f"{self.tokens_per_second():,.0f}")
 
     def close(self) -> None:
-        self.bar.stop()
+        self.display.stop()
 
 
 def write_report(console: Console, report: RunReport, *, quiet: bool) -> None:

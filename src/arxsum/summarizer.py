@@ -138,7 +138,7 @@ class Summarizer:
     def check_max_input_tokens(self, max_input_tokens: int | None) -> int:
         return input_token_limit(max_input_tokens, self.max_positions)
 
-    def generate(self, encoded: list[Encoded], options: GenerationOptions) -> list[list[int]]:
+    def generate(self, encoded: list[Encoded], options: GenerationOptions, on_step=None) -> list[list[int]]:
         """Beam search over one right-padded batch -> token ids per input, in input order."""
         longest = max(len(e.ids) for e in encoded)
         ids = torch.full((len(encoded), longest), self.special.pad, dtype=torch.long)
@@ -146,16 +146,18 @@ class Summarizer:
         for i, e in enumerate(encoded):
             ids[i, : len(e.ids)] = torch.tensor(e.ids)
             mask[i, : len(e.ids)] = 1
-        return beam_search(self.model, ids.to(self.device), mask.to(self.device), options, self.special)
+        return beam_search(self.model, ids.to(self.device), mask.to(self.device), options, self.special,
+                           on_step=on_step)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids)
 
     def summarize_batch(self, texts: list[str], options: GenerationOptions = GenerationOptions(),
-                        max_input_tokens: int | None = None) -> list[Summary]:
-        """Summarize several texts in one padded batch; results in input order."""
+                        max_input_tokens: int | None = None, on_step=None) -> list[Summary]:
+        """Summarize several texts in one padded batch; results in input order. on_step(length) is
+        called after each decoding step (progress displays)."""
         encoded = [self.encode(t, max_input_tokens) for t in texts]
-        outputs = self.generate(encoded, options)
+        outputs = self.generate(encoded, options, on_step=on_step)
         return [Summary(self.decode(out), out, len(e.ids), e.original_tokens, e.truncated)
                 for e, out in zip(encoded, outputs)]
 
