@@ -106,15 +106,25 @@ class DecoderState:
                  max_length: int):
         with reusing_freed_memory() if input_ids.device.type == "cpu" else nullcontext():
             enc = model.encode(input_ids, attention_mask)
+        self._begin(model, enc, input_ids.shape[0] * num_beams, max_length)
+
+    @classmethod
+    def from_encoding(cls, model, enc, num_beams: int, max_length: int) -> DecoderState:
+        """The state for an encoder output already at hand (enc: model.EncoderOutput, B documents):
+        what cpuplan times decoding steps on, without an encoder pass."""
+        state = cls.__new__(cls)
+        state._begin(model, enc, enc.hidden.shape[0] * num_beams, max_length)
+        return state
+
+    def _begin(self, model, enc, rows: int, max_length: int) -> None:
         self.model = model
         self.cross = model.cross_kv(enc.hidden)  # per layer: keys, values (see DecoderLayer.forward)
         self.cross_mask = model.cross_mask(enc)  # (B, 1, 1, S)
         del enc
-        rows = input_ids.shape[0] * num_beams
         self.caches = model.new_caches(rows, max_length)  # per layer: (max_len, N, H, hd)
         self.length = 0  # positions filled in the caches
         if self.follows_ancestry and all(layer.fused is not None for layer in model.model.decoder.layers):
-            self.ancestry = torch.empty(max_length, rows, dtype=torch.long, device=input_ids.device)
+            self.ancestry = torch.empty(max_length, rows, dtype=torch.long, device=self.cross_mask.device)
             self.spare = None
         else:
             self.ancestry = None

@@ -518,18 +518,21 @@ class LSGBartForConditionalGeneration(nn.Module):
         self.kernels = None
         self._lm_head_tiled = None
 
-    def use_kernels(self, kernels) -> None:
+    def use_kernels(self, kernels, *, encoder_attention: bool = True, decoder_step: bool = True,
+                    lm_head: bool = True) -> None:
         """Route the decoding step's few-row products through `kernels` (cpukernels.CpuKernels), or
         back to torch with None: each decoder layer's step as one call (64-wide heads; its
         projections, self- and cross-attention, feed-forward and norms), the LM head, and the
-        encoder's LSG attention. They keep
+        encoder's LSG attention; each of the three can be left to torch (cpuplan chooses). They keep
         copies of those weights in their own layout (+0.35 GB in float32): call this once the model
         has its device and dtype."""
         self.kernels = kernels
         for layer in self.model.encoder.layers:
             heads_fit = kernels is not None and layer.self_attn.head_dim == kernels.head_dim
-            layer.self_attn.kernels = kernels if heads_fit else None
+            layer.self_attn.kernels = kernels if heads_fit and encoder_attention else None
+        step_kernels = kernels if decoder_step else None
         for layer in self.model.decoder.layers:
+            kernels = step_kernels
             heads_fit = kernels is not None and layer.encoder_attn.head_dim == kernels.head_dim
             layer.kernels = kernels if heads_fit else None
             for linear in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
@@ -538,6 +541,7 @@ class LSGBartForConditionalGeneration(nn.Module):
                 linear.kernels = kernels
                 linear.tiled = None if kernels is None else kernels.tile(linear.weight)
             layer.fused = kernels.layer_weights(layer) if heads_fit else None
+        kernels = self.kernels if lm_head else None
         self._lm_head_tiled = None if kernels is None else kernels.tile(self._lm_head_weight())
 
     def use_packed_weights(self, enabled: bool = True) -> bool:
@@ -608,7 +612,7 @@ class LSGBartForConditionalGeneration(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, L, D) -> (N, L, vocab)"""
         rows = hidden.reshape(-1, hidden.shape[-1])
-        if self.kernels is not None and rows.shape[0] <= FAST_ROWS:
+        if self._lm_head_tiled is not None and rows.shape[0] <= FAST_ROWS:
             logits = self.kernels.linear(rows, self._lm_head_tiled, None, self.config.vocab_size)
         else:
             # weight @ rows.T streams the (vocab, D) matrix once; for the few rows of a decoding step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,16 +51,28 @@ def input_token_limit(max_input_tokens: int | None, max_positions: int) -> int:
     return max_input_tokens
 
 
-def use_cpu_fast_paths(model) -> None:
+def _to_stderr(message: str) -> None:
+    print(f"arxsum: {message}", file=sys.stderr, flush=True)
+
+
+def use_cpu_fast_paths(model, notify=None):
     """A model on CPU, in its final dtype: oneDNN-packed weights for the encoder's products (bfloat16)
-    and the CPU kernels (cpukernels: compiled on first use; ARXSUM_CPU_KERNELS=0 turns them off).
-    Each is skipped where it cannot run; the results do not depend on them beyond rounding."""
-    from arxsum import cpukernels
+    and the CPU kernels (cpukernels: compiled on first use; ARXSUM_CPU_KERNELS=0 or ARXSUM_CPU_ISA=none
+    turns them off) for the phases where they beat torch on this machine (cpuplan: measured once,
+    saying so through notify(message)). Each is skipped where it cannot run; the results do not
+    depend on them beyond rounding. Returns the cpuplan.CpuPlan, or None without kernels."""
+    from arxsum import cpukernels, cpuplan
 
     model.use_packed_weights()
     kernels = cpukernels.load()
-    if kernels is not None:
-        model.use_kernels(kernels)
+    if kernels is None:
+        return None
+    try:
+        plan = cpuplan.plan_for(model, kernels, notify)
+    except ValueError as e:  # ARXSUM_CPU_PLAN misspelt
+        raise OptionsError(str(e)) from None
+    cpuplan.apply(model, kernels, plan)
+    return plan
 
 
 def pick_device(device: str) -> torch.device:
@@ -99,6 +112,7 @@ class Summarizer:
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.cpu_plan = None
         c = model.config
         self.special = SpecialTokens(decoder_start=c.decoder_start_token_id, eos=c.eos_token_id,
                                      pad=c.pad_token_id, forced_bos=c.forced_bos_token_id,
@@ -106,18 +120,20 @@ class Summarizer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, *, device: str = "auto",
-                        dtype: str = "auto") -> Summarizer:
+                        dtype: str = "auto", notify=_to_stderr) -> Summarizer:
+        """notify(message): what loading has to say (the one-time CPU measurement); None: nothing."""
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         directory = resolve(str(name_or_path))
         model = load_model(directory, dev, dt)
-        if dev.type == "cpu":
-            use_cpu_fast_paths(model)
+        plan = use_cpu_fast_paths(model, notify) if dev.type == "cpu" else None
         tokenizer = load_tokenizer(directory)
         if len(tokenizer) > model.config.vocab_size:
             raise ModelLoadError(f"the tokenizer has {len(tokenizer)} tokens but the model only "
                                  f"{model.config.vocab_size}")
-        return cls(model, tokenizer, str(name_or_path), dev, dt)
+        summarizer = cls(model, tokenizer, str(name_or_path), dev, dt)
+        summarizer.cpu_plan = plan  # which CPU phases run on the kernels (cpuplan.CpuPlan), or None
+        return summarizer
 
     @property
     def max_positions(self) -> int:

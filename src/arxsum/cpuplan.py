@@ -1,0 +1,229 @@
+"""Which implementation each hot CPU phase runs on this machine, chosen by timing them (FFTW's wisdom).
+
+The fastest way depends on the CPU, not on its name: on an AMD Zen 4 arxsum's kernels beat torch
+everywhere, on an Intel Xeon with AMX torch's oneDNN already uses AMX for some products, and the
+AVX2 build of the kernels is slower than torch on some phases. So the first time a model runs on
+the CPU, each phase is timed on the model's real shapes, both ways, and the faster kept:
+
+    encoder_attention   the encoder's LSG attention: kernels.local_attention, or torch's SDPA
+    decoder_step        a decoding step's layers: kernels.decoder_layer, or torch's operators
+    lm_head             the step's LM head: kernels.linear, or torch's GEMM
+    bf16_products       (bfloat16, where built in) the kernels' pair products: AMX tiles or vdpbf16ps
+
+The plan is saved as JSON beside the compiled kernels, keyed by the CPU, the versions of torch,
+arxsum and the kernels, the dtype, the model's shapes and the thread count, so it is measured once.
+ARXSUM_CPU_PLAN forces choices instead: "kernels" (every phase on the kernels, as the tests run),
+"torch", or entries like "lm_head=torch,bf16_products=amx" (the rest measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from arxsum import __version__, cpukernels
+
+PHASES = {
+    "encoder_attention": ("kernels", "torch"),
+    "decoder_step": ("kernels", "torch"),
+    "lm_head": ("kernels", "torch"),
+    "bf16_products": ("amx", "avx512-bf16"),
+}
+PLAN_VERSION = 1  # bump when what is measured changes: saved plans are then measured again
+STEPS_PER_PAPER = 320  # the weight of a decoding step against an encoder pass (max length 320)
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    encoder_attention: str = "kernels"
+    decoder_step: str = "kernels"
+    lm_head: str = "kernels"
+    bf16_products: str = "-"  # "-": no choice here (float32, or no pair products in this build)
+    how: str = "forced"  # measured, saved (read back from the cache), forced (ARXSUM_CPU_PLAN)
+    timings_ms: dict = field(default_factory=dict)  # "phase/choice" -> the best time measured
+
+    def choices(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in PHASES}
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in self.choices().items() if v != "-")
+
+
+def apply(model, kernels, plan: CpuPlan) -> None:
+    """Route the model's phases as the plan says (kernels: cpukernels.CpuKernels)."""
+    if kernels.can_amx and plan.bf16_products != "-":
+        kernels.set_amx(plan.bf16_products == "amx")
+    model.use_kernels(kernels, encoder_attention=plan.encoder_attention == "kernels",
+                      decoder_step=plan.decoder_step == "kernels", lm_head=plan.lm_head == "kernels")
+
+
+def plan_for(model, kernels, notify: Callable[[str], None] | None = None) -> CpuPlan:
+    """The plan for this model on this machine: forced, saved, or measured now (and saved)."""
+    forced = forced_choices()
+    dtype = model.final_logits_bias.dtype
+    pairs = kernels.can_amx and dtype == torch.bfloat16
+    if not pairs:
+        forced["bf16_products"] = "-"
+    elif kernels.amx is False and "bf16_products" not in forced and not kernels.set_amx(True):
+        forced["bf16_products"] = "avx512-bf16"  # built with AMX, but the OS does not grant it
+    if set(forced) >= set(PHASES):
+        return CpuPlan(**forced, how="forced")
+    path = plan_path(model, kernels)
+    saved = _read(path)
+    if saved is not None:
+        return replace(saved, **forced)
+    if notify is not None:
+        notify("measuring which CPU paths are fastest on this machine (once; saved for next time)")
+    plan = measure(model, kernels, forced)
+    _write(path, plan, model, kernels)
+    return plan
+
+
+def forced_choices() -> dict[str, str]:
+    """ARXSUM_CPU_PLAN as choices; a value it does not know is an error that names the known ones."""
+    text = os.environ.get("ARXSUM_CPU_PLAN", "").strip()
+    if text in ("", "measure", "auto"):
+        return {}
+    if text in ("kernels", "torch"):
+        return {"encoder_attention": text, "decoder_step": text, "lm_head": text,
+                **({"bf16_products": "amx"} if text == "kernels" else {})}
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if name not in PHASES or value not in PHASES[name]:
+            known = "; ".join(f"{k}={'|'.join(v)}" for k, v in PHASES.items())
+            raise ValueError(f"ARXSUM_CPU_PLAN: {item.strip()!r} is not one of: kernels, torch, measure, or {known}")
+        out[name] = value
+    return out
+
+
+def plan_key(model, kernels) -> dict:
+    c = model.config
+    return {
+        "plan": PLAN_VERSION,
+        "cpu": cpukernels.cpuinfo("model name") or platform.processor(),
+        "flags": hashlib.sha256(cpukernels.cpuinfo("flags").encode()).hexdigest()[:12],
+        "isa": kernels.isa,
+        "library": Path(kernels.lib._name).name,  # its name holds the source's and compiler's hash
+        "torch": torch.__version__,
+        "arxsum": __version__,
+        "threads": torch.get_num_threads(),
+        "dtype": str(model.final_logits_bias.dtype).removeprefix("torch."),
+        "shapes": [c.d_model, c.encoder_attention_heads, c.decoder_attention_heads, c.encoder_layers,
+                   c.decoder_layers, c.decoder_ffn_dim, c.vocab_size, c.block_size, c.num_global_tokens,
+                   c.max_input_tokens],
+    }
+
+
+def plan_path(model, kernels) -> Path:
+    key = plan_key(model, kernels)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cpukernels.cache_dir() / "kernels" / f"plan-{key['dtype']}-{digest}.json"
+
+
+def _read(path: Path) -> CpuPlan | None:
+    try:
+        data = json.loads(path.read_text())
+        choices = data["choices"]
+        if set(choices) != set(PHASES):
+            return None
+        return CpuPlan(**choices, how="saved", timings_ms=data.get("timings_ms", {}))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none yet, or damaged: measured again
+
+
+def _write(path: Path, plan: CpuPlan, model, kernels) -> None:
+    data = {"key": plan_key(model, kernels), "choices": plan.choices(), "timings_ms": plan.timings_ms,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)  # atomic: runs measuring at once each write a whole file
+    except OSError:
+        pass  # a read-only cache: measured again next time
+
+
+# ---- measuring --------------------------------------------------------------------------------------
+
+def _best_ms(fn: Callable[[], object], runs: int) -> float:
+    fn()  # warm-up: first-touch pages, oneDNN's primitive cache
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3
+
+
+@torch.inference_mode()
+def measure(model, kernels, forced: dict[str, str] | None = None) -> CpuPlan:
+    """Time each phase both ways on the model's real shapes (a full-length document, 5 beams) and
+    choose the faster; `forced` choices are kept (their phases are still timed, for the record)."""
+    forced = dict(forced or {})
+    c = model.config
+    dtype = model.final_logits_bias.dtype
+    gen = torch.Generator().manual_seed(0)
+    tokens = max(3, c.max_input_tokens // c.block_size) * c.block_size  # the encoder's length, globals excluded
+    hidden = (torch.randn(1, c.num_global_tokens + tokens, c.d_model, generator=gen) * 0.5).to(dtype)
+    shapes = (hidden, torch.zeros(1, 1, 1, hidden.shape[1], dtype=dtype),
+              torch.randn(5, 1, c.d_model, generator=gen).to(dtype))
+    amx_options = [forced["bf16_products"]] if "bf16_products" in forced else list(PHASES["bf16_products"])
+    kernel_ms: dict[str, dict[str, float]] = {}  # bf16_products option -> phase -> ms
+    try:
+        model.use_kernels(kernels, encoder_attention=False, decoder_step=False, lm_head=False)
+        torch_ms = _time_phases(model, *shapes)
+        for option in amx_options:
+            if option != "-":
+                kernels.set_amx(option == "amx")
+            model.use_kernels(kernels)
+            kernel_ms[option] = _time_phases(model, *shapes)
+    finally:
+        model.use_kernels(None)
+    weights = {"encoder_attention": c.encoder_layers, "decoder_step": STEPS_PER_PAPER, "lm_head": STEPS_PER_PAPER}
+    best = None
+    for option, ms in kernel_ms.items():  # the option whose paper, each phase its faster way, is fastest
+        choices = {p: forced.get(p) or ("kernels" if ms[p] <= torch_ms[p] else "torch") for p in weights}
+        total = sum(w * (ms[p] if choices[p] == "kernels" else torch_ms[p]) for p, w in weights.items())
+        if best is None or total < best[0]:
+            best = (total, option, choices)
+    _, option, choices = best
+    timings = {f"{p}/torch": v for p, v in torch_ms.items()}
+    for o, ms in kernel_ms.items():
+        timings.update({f"{p}/kernels" + ("" if o == "-" else f"+{o}"): v for p, v in ms.items()})
+    return CpuPlan(**choices, bf16_products=option, how="measured",
+                   timings_ms={k: round(v, 3) for k, v in sorted(timings.items())})
+
+
+def _time_phases(model, hidden, key_mask, step_hidden) -> dict[str, float]:
+    """The phases' times (ms) with the model routed as it is now: one encoder layer's attention over
+    `hidden`, a decoding step's layers (the step less its LM head) and the LM head for 5 rows."""
+    from arxsum.decoding import DecoderState
+    from arxsum.model import EncoderOutput
+
+    attention = model.model.encoder.layers[0].self_attn
+    out = {"encoder_attention": _best_ms(lambda: attention.context(hidden, key_mask), 1),
+           "lm_head": _best_ms(lambda: model.logits(step_hidden), 3)}
+    rows = step_hidden.shape[0]
+    enc = EncoderOutput(hidden=hidden, mask=torch.ones(hidden.shape[:2], dtype=torch.long))
+    state = DecoderState.from_encoding(model, enc, rows, 16)
+    tokens = torch.full((rows,), model.config.decoder_start_token_id, dtype=torch.long)
+    order = torch.arange(rows).flip(0)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        state.step(tokens)
+        state.reorder(order)
+        times.append(time.perf_counter() - start)
+    out["decoder_step"] = max(statistics.median(times[2:]) * 1e3 - out["lm_head"], 0.0)  # the first two: warm-up
+    return out

@@ -1,0 +1,122 @@
+"""cpuplan: each CPU phase timed both ways on the model's shapes, the faster kept, saved, forced."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from arxsum import cpukernels, cpuplan
+from arxsum.errors import OptionsError
+from arxsum.model import LSGBartConfig, LSGBartForConditionalGeneration
+from arxsum.summarizer import use_cpu_fast_paths
+from builders import tiny_config
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    k = cpukernels.load()
+    if k is None:
+        pytest.skip(f"no CPU kernels on this machine: {cpukernels.unavailable_reason()}")
+    return k
+
+
+def model_64(dtype=torch.float32) -> LSGBartForConditionalGeneration:
+    """Small, but with the kernels' 64-wide heads, so that every phase has both ways to run."""
+    config = tiny_config(300, d_model=128, encoder_attention_heads=2, decoder_attention_heads=2,
+                         encoder_ffn_dim=256, decoder_ffn_dim=256, max_position_embeddings=256)
+    torch.manual_seed(0)
+    model = LSGBartForConditionalGeneration(LSGBartConfig.from_dict(config)).eval()
+    return model.to(dtype)
+
+
+def routing(model) -> dict[str, bool]:
+    """Which phases the model now sends to the kernels."""
+    return {"encoder_attention": all(layer.self_attn.kernels is not None for layer in model.model.encoder.layers),
+            "decoder_step": all(layer.fused is not None for layer in model.model.decoder.layers),
+            "lm_head": model._lm_head_tiled is not None}
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("ARXSUM_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("ARXSUM_CPU_PLAN", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_measured_once_then_read_back_and_applied(kernels, cache, monkeypatch, dtype):
+    model = model_64(dtype)
+    notes = []
+    plan = use_cpu_fast_paths(model, notes.append)
+    assert plan.how == "measured" and len(notes) == 1 and "measuring" in notes[0]
+    for phase in ("encoder_attention", "decoder_step", "lm_head"):
+        assert getattr(plan, phase) in ("kernels", "torch")
+        assert plan.timings_ms[f"{phase}/torch"] > 0
+        assert any(k.startswith(f"{phase}/kernels") for k in plan.timings_ms)
+        assert routing(model)[phase] == (getattr(plan, phase) == "kernels")
+    amx = kernels.can_amx and dtype == torch.bfloat16
+    assert (plan.bf16_products in ("amx", "avx512-bf16")) if amx else plan.bf16_products == "-"
+    saved = list((cache / "kernels").glob(f"plan-{str(dtype)[6:]}-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["choices"] == plan.choices()
+
+    again = use_cpu_fast_paths(model_64(dtype), notes.append)
+    assert again.how == "saved" and again.choices() == plan.choices() and len(notes) == 1
+
+
+def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
+    """With the timings made up, the choice follows them: kernels where they are faster, torch elsewhere."""
+    fake = {"torch": {"encoder_attention": 5.0, "decoder_step": 1.0, "lm_head": 2.0},
+            "kernels": {"encoder_attention": 9.0, "decoder_step": 0.5, "lm_head": 3.0}}
+
+    def timed(model, *shapes):
+        return fake["kernels" if routing(model)["lm_head"] else "torch"]
+
+    monkeypatch.setattr(cpuplan, "_time_phases", timed)
+    plan = cpuplan.measure(model_64(), kernels)
+    assert (plan.encoder_attention, plan.decoder_step, plan.lm_head) == ("torch", "kernels", "torch")
+    assert plan.timings_ms["lm_head/torch"] == 2.0
+
+
+@pytest.mark.parametrize("text,want", [("torch", dict(encoder_attention=False, decoder_step=False, lm_head=False)),
+                                       ("kernels", dict(encoder_attention=True, decoder_step=True, lm_head=True)),
+                                       ("encoder_attention=torch,decoder_step=kernels,lm_head=torch",
+                                        dict(encoder_attention=False, decoder_step=True, lm_head=False))])
+def test_forced_choices_are_not_measured(kernels, cache, monkeypatch, text, want):
+    monkeypatch.setenv("ARXSUM_CPU_PLAN", text)
+    monkeypatch.setattr(cpuplan, "measure", lambda *a, **k: pytest.fail("measured a forced plan"))
+    model = model_64()
+    plan = use_cpu_fast_paths(model, pytest.fail)
+    assert plan.how == "forced" and routing(model) == want
+
+
+def test_every_routing_computes_the_same_logits(kernels, cache, monkeypatch):
+    ids = torch.randint(5, 300, (1, 200), generator=torch.Generator().manual_seed(1))
+    decoder_ids = torch.randint(5, 300, (1, 7), generator=torch.Generator().manual_seed(2))
+    out = {}
+    for text in ("torch", "kernels", "encoder_attention=kernels,decoder_step=torch,lm_head=kernels"):
+        monkeypatch.setenv("ARXSUM_CPU_PLAN", text)
+        model = model_64()
+        use_cpu_fast_paths(model)
+        with torch.inference_mode():
+            out[text] = model(ids, decoder_input_ids=decoder_ids)
+    first = out.pop("torch")
+    for logits in out.values():
+        torch.testing.assert_close(logits, first, atol=2e-4, rtol=1e-4)
+
+
+def test_a_misspelt_plan_is_one_clear_error(kernels, cache, monkeypatch):
+    monkeypatch.setenv("ARXSUM_CPU_PLAN", "lm_head=gpu")
+    with pytest.raises(OptionsError, match="ARXSUM_CPU_PLAN: 'lm_head=gpu' is not one of"):
+        use_cpu_fast_paths(model_64())
+
+
+def test_a_damaged_saved_plan_is_measured_again(kernels, cache):
+    model = model_64()
+    path = cpuplan.plan_path(model, kernels)
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    notes = []
+    assert use_cpu_fast_paths(model, notes.append).how == "measured" and notes
+    assert json.loads(path.read_text())["choices"]
