@@ -120,3 +120,21 @@ def test_a_damaged_saved_plan_is_measured_again(kernels, cache):
     notes = []
     assert use_cpu_fast_paths(model, notes.append).how == "measured" and notes
     assert json.loads(path.read_text())["choices"]
+
+
+def test_env_names_the_isa_and_the_measured_choices(kernels, cache):
+    from arxsum.commands.env import cpu_kernel_rows
+
+    assert dict(cpu_kernel_rows(cache))["cpu plan"].startswith("not measured yet")
+    plan = use_cpu_fast_paths(model_64())
+    rows = dict(cpu_kernel_rows(cache))
+    assert rows["cpu kernels isa"].startswith(f"{kernels.isa} (ARXSUM_CPU_ISA=")
+    assert rows["plan float32"].startswith(
+        f"encoder_attention {plan.encoder_attention}, decoder_step {plan.decoder_step}, lm_head {plan.lm_head} (measured ")
+
+
+def test_env_says_when_the_kernels_are_off(monkeypatch, tmp_path):
+    from arxsum.commands.env import cpu_kernel_rows
+
+    monkeypatch.setenv("ARXSUM_CPU_ISA", "none")
+    assert cpu_kernel_rows(tmp_path) == [("cpu kernels", "off: turned off by ARXSUM_CPU_ISA=none")]

@@ -31,17 +31,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from arxsum.cpuisa import ISAS, Unavailable, cache_dir, choose_isa, cpu_isas, cpuinfo  # noqa: F401 (re-exported)
+
 SOURCE = Path(__file__).with_name("cpukernels.c")
 TILE = 64  # as in cpukernels.c
 MAX_ROWS = 8  # rows the kernels keep in registers; more are done in chunks of 8
 HEAD_DIM = 64
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared", "-Wno-psabi"]
-# One source, compiled per instruction set (as PyTorch's aten/src/ATen/native/cpu/ kernels are): the
-# same code over 16-float vectors, one AVX-512 register or two AVX2 ones. ARXSUM_CPU_ISA forces one.
-ISAS = ("avx512", "avx2")
-ISA_FLAGS = {"avx512": [], "avx2": ["-mno-avx512f"]}
-ISA_CPU_FLAGS = {"avx512": ("avx512f",), "avx2": ("avx2", "fma")}
-ISA_CHOICES = ("auto", *ISAS, "none")
+ISA_FLAGS = {"avx512": [], "avx2": ["-mno-avx512f"]}  # beside FLAGS' -march=native (cpuisa.ISAS)
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 # the decoder's activation functions (model.ACTIVATIONS) as cpukernels.c's decoder_layer codes them
 ACTIVATIONS = {"gelu": 1, "gelu_new": 2, "gelu_pytorch_tanh": 2, "relu": 3, "silu": 4, "swish": 4, "tanh": 5}
@@ -71,16 +68,16 @@ def load() -> CpuKernels | None:
     """The kernels, compiled once per machine; None where they cannot run (see unavailable_reason)."""
     if "kernels" not in _state:
         try:
-            isa = _choose_isa()
+            isa = choose_isa()
             path = _build(isa)
             try:
                 kernels = CpuKernels(ctypes.CDLL(str(path)), isa)
             except (OSError, AttributeError) as e:  # a damaged or foreign file where the library should be
-                raise _Unavailable(f"cannot load {path}: {e}") from None
+                raise Unavailable(f"cannot load {path}: {e}") from None
             kernels.set_amx(os.environ.get("ARXSUM_CPU_AMX", "1") != "0")
             kernels.self_check()
             _state["kernels"], _state["reason"] = kernels, None
-        except _Unavailable as e:
+        except Unavailable as e:
             _state["kernels"], _state["reason"] = None, str(e)
     return _state["kernels"]
 
@@ -90,57 +87,22 @@ def unavailable_reason() -> str | None:
     return _state["reason"]
 
 
-class _Unavailable(Exception):
-    pass
-
-
-def cpu_isas() -> list[str]:
-    """The instruction sets of ISAS that this CPU runs, best first."""
-    flags = set(cpuinfo("flags").split())
-    return [isa for isa in ISAS if all(f in flags for f in ISA_CPU_FLAGS[isa])]
-
-
-def requested_isa() -> str:
-    """ARXSUM_CPU_ISA (auto, avx512, avx2, none); ARXSUM_CPU_KERNELS=0 means none."""
-    if os.environ.get("ARXSUM_CPU_KERNELS", "1") == "0":
-        return "none"
-    isa = os.environ.get("ARXSUM_CPU_ISA", "auto").strip().lower() or "auto"
-    if isa not in ISA_CHOICES:
-        raise _Unavailable(f"ARXSUM_CPU_ISA={isa} is not one of {', '.join(ISA_CHOICES)}")
-    return isa
-
-
-def _choose_isa() -> str:
-    isa = requested_isa()
-    if isa == "none":
-        why = "ARXSUM_CPU_KERNELS=0" if os.environ.get("ARXSUM_CPU_KERNELS", "1") == "0" else "ARXSUM_CPU_ISA=none"
-        raise _Unavailable(f"turned off by {why}")
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        raise _Unavailable(f"built for Linux on x86-64, not {platform.system()} on {platform.machine()}")
-    runs = cpu_isas()
-    if isa == "auto":
-        if not runs:
-            raise _Unavailable("the CPU has neither AVX-512 nor AVX2 with FMA")
-        return runs[0]
-    if isa not in runs:
-        raise _Unavailable(f"ARXSUM_CPU_ISA={isa}, but this CPU does not run {isa}")
-    return isa
 
 
 def _build(isa: str | None = None) -> Path:
-    isa = isa or _choose_isa()
+    isa = isa or choose_isa()
     cpu = cpuinfo("flags")
     torch_lib = Path(torch.__file__).parent / "lib"
     if not (torch_lib / "libgomp.so.1").is_file():
-        raise _Unavailable("this torch build does not use GNU OpenMP")
+        raise Unavailable("this torch build does not use GNU OpenMP")
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not cc:
-        raise _Unavailable("no C compiler (gcc or $CC)")
+        raise Unavailable("no C compiler (gcc or $CC)")
     source = SOURCE.read_bytes()
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
-        raise _Unavailable(f"{cc} does not run: {e}") from None
+        raise Unavailable(f"{cc} does not run: {e}") from None
     flags = FLAGS + ISA_FLAGS[isa]
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(), cpu.encode(),
                                      str(torch_lib).encode()])).hexdigest()[:16]
@@ -159,17 +121,13 @@ def _build(isa: str | None = None) -> Path:
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as e:
-        raise _Unavailable(f"compiling the kernels failed: {e}") from None
+        raise Unavailable(f"compiling the kernels failed: {e}") from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise _Unavailable(f"compiling the kernels failed: {last}")
+        raise Unavailable(f"compiling the kernels failed: {last}")
     built.replace(target)  # atomic: processes building at once each rename a whole file
     shutil.rmtree(workdir, ignore_errors=True)
     return target
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ARXSUM_CACHE_DIR") or Path.home() / ".cache" / "arxsum")
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt()'s parameters, from glibc's malloc.h
@@ -205,17 +163,6 @@ def _glibc():
         return None
     libc = ctypes.CDLL(None)
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-
-
-def cpuinfo(field: str) -> str:
-    """The first `field` line of /proc/cpuinfo ("flags", "model name"), or "" where there is none."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def tile(w: torch.Tensor) -> torch.Tensor:
@@ -478,4 +425,4 @@ class CpuKernels:
         if not (torch.allclose(self.linear(x, tile(w), bias, 70), F.linear(x, w, bias), atol=1e-4)
                 and torch.allclose(got, want, atol=1e-5) and torch.allclose(got_bf16.float(), want, atol=5e-2)
                 and torch.allclose(self_got, self_want, atol=1e-5) and torch.allclose(local_got, dense, atol=1e-5)):
-            raise _Unavailable("the compiled kernels disagree with torch (self-check)")
+            raise Unavailable("the compiled kernels disagree with torch (self-check)")

@@ -104,18 +104,34 @@ def gpu_summary() -> str:
 
 
 def cpu_kernel_rows(cache: Path) -> list[tuple[str, str]]:
-    """The CPU implementations arxsum uses on this machine, read from the kernel cache without torch.
+    """The CPU implementations arxsum uses on this machine, read without torch: the kernels' instruction
+    set (cpuisa), their builds in the cache, and per dtype the plan cpuplan measured (or is forced to)."""
+    from arxsum.cpuisa import Unavailable, choose_isa, cpu_isas, saved_plans
 
-    The place for issue 18's "chosen CPU implementations": the kernels' module records its choices
-    in the cache and this reads them back. Until it does, this reports what the cache holds.
-    """
-    kernels = cache / "kernels"
-    if os.environ.get("ARXSUM_CPU_KERNELS", "1") == "0":
-        return [("cpu kernels", "off (ARXSUM_CPU_KERNELS=0)")]
-    built = sorted(kernels.glob("cpukernels-*.so")) if kernels.is_dir() else []
-    if not built:
-        return [("cpu kernels", "not built yet (compiled on the first CPU summary)")]
-    return [("cpu kernels", f"{len(built)} build{'s' if len(built) > 1 else ''} in {kernels}")]
+    try:
+        isa = choose_isa()
+        asked = os.environ.get("ARXSUM_CPU_ISA", "auto")
+        rows = [("cpu kernels isa", f"{isa} (ARXSUM_CPU_ISA={asked}; this CPU runs: {', '.join(cpu_isas())})")]
+    except Unavailable as e:
+        return [("cpu kernels", f"off: {e}")]
+    folder = cache / "kernels"
+    built = sorted(p.name for p in folder.glob(f"cpukernels-{isa}-*.so")) if folder.is_dir() else []
+    rows.append(("cpu kernels", f"built in {folder}" if built else "not built yet (compiled on the first CPU summary)"))
+    forced = os.environ.get("ARXSUM_CPU_PLAN", "").strip()
+    if forced not in ("", "measure", "auto"):
+        rows.append(("cpu plan", f"forced by ARXSUM_CPU_PLAN={forced}"))
+    shown = set()
+    for plan in saved_plans(cache):
+        key = plan["key"]
+        if key.get("isa") != isa or key["dtype"] in shown:
+            continue
+        shown.add(key["dtype"])
+        choices = ", ".join(f"{k} {v}" for k, v in plan["choices"].items() if v != "-")
+        rows.append((f"plan {key['dtype']}",
+                     f"{choices} (measured {plan.get('created', '?')}, torch {key['torch']}, {key['threads']} threads)"))
+    if not shown:
+        rows.append(("cpu plan", "not measured yet (timed on the first CPU summary, then saved)"))
+    return rows
 
 
 def register(app: typer.Typer) -> None:
