@@ -505,9 +505,11 @@ class Engine:
         texts = [job.text for job in batch]
         tokens = sum(min(job.tokens, self.max_input_tokens or job.tokens) for job in batch)
         what = batch[0].source.name if len(batch) == 1 else f"{len(batch)} papers"
-        self.progress.phase(f"{what}: encoding {tokens:,} tokens")
+        live = getattr(self.progress, "live", False)  # a Ray actor's notes have no live line
+        if live:
+            self.progress.phase(f"{what}: encoding {tokens:,} tokens")
         extra = {}
-        if self.progress.live and _takes_on_step(self.summarizer):
+        if live and _takes_on_step(self.summarizer):
             extra["on_step"] = StepTimer(self.progress, what, self.cfg.options.max_length)
         try:
             return self.summarizer.summarize_batch(texts, self.cfg.options, self.max_input_tokens, **extra)
