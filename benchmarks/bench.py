@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import floors  # noqa: E402  (a sibling file)
 from common import padded, peak_rss_mb, timed_tokenization  # noqa: E402  (a sibling file, in both venvs)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ GENERATION = {"num_beams": 5, "length_penalty": 2.0}  # the model card's; min = 
 
 # The checkpoint recipe. Bump RECIPE when it changes, so cached checkpoints are rebuilt.
 RECIPE = 1
+ENCODER_SHAPE_TEXT = f"{floors.ENCODER_SHAPE[0]} x {floors.ENCODER_SHAPE[1]} @ {floors.ENCODER_SHAPE[1]} x {floors.ENCODER_SHAPE[2]}"
 REAL_VOCAB = 50265
 REAL_INIT_STD = 0.1  # BART's 0.02 gives near-uniform logits; 0.1 keeps activations finite in bf16 too
 NOISE = 0.1  # layer norms = 1 + noise, biases = noise (a dropped bias or norm would show)
@@ -494,6 +496,19 @@ def render(report: dict) -> str:
                  times(r.get("speedup_vs_seed_float32")), fmt(r.get("peak_rss_ratio"), ".2f"),
                  yes_no(r.get("tokens_identical"), r), equals_fp32(r)] for r in report["rows"]]
         out += ["", table(header, body)]
+    lim = report.get("limits")
+    if lim and lim.get("stream_gbs"):
+        gemm = ", ".join(f"{k} {v:.0f}" for k, v in lim["gemm_gflops"].items())
+        out.append(f"\nThis machine's limits, measured in this run ({lim['threads']} threads): memory stream "
+                   f"{lim['stream_gbs']:.1f} GB/s; GEMM {ENCODER_SHAPE_TEXT} GFLOP/s {gemm}; python + torch start "
+                   f"{lim['start_s']:.2f} s.")
+        header = ["row", "encoder s (floor, reached)", "decode ms/step (floor, reached)", "end to end s (floor, reached)"]
+        body = [[r["name"]] + [f"{fmt(r['arxsum'][k], spec, scale)} ({fmt(r['floor'][k], spec, scale)}, "
+                               f"{r['fraction_of_floor'].get(k, 0):.0%})"
+                               for k, spec, scale in (("encoder_s", ".2f", 1), ("decode_step_s", ".1f", 1e3),
+                                                      ("end_to_end_s", ".2f", 1))]
+                for r in report["rows"] if "floor" in r]
+        out += ["", table(header, body)]
     for dtype, sides in report["precision"].items():
         parts = [f"{side} {t['equal']}/{t['papers']} (mean common prefix {t['mean_common_prefix']:.1f} tokens)"
                  for side, t in sides.items()]
@@ -601,6 +616,8 @@ def bench(settings: dict, cache_dir: Path, out: Path) -> dict:
               "rows": []}
     with tempfile.TemporaryDirectory(prefix="arxsum-bench-") as tmp:
         workdir = Path(tmp)
+        if settings["device"] == "cpu":
+            report["limits"] = measure_limits(settings, cache_dir, checkpoint, sorted({c.dtype for c in cases}))
         text = None
         if settings["paper"]:
             report["extraction"] = measure_extraction(Path(settings["paper"]), workdir)
@@ -609,12 +626,50 @@ def bench(settings: dict, cache_dir: Path, out: Path) -> dict:
             say(f"[{i}/{len(cases)}] {case.name}")
             row = measure_case(case, checkpoint, config, settings, text, workdir)
             compare(row)
+            against_floor(row, report.get("limits"), config)
             report["rows"].append(row)
             write_json(report, out)  # after every row: a long run that dies keeps what it measured
     report["precision"] = precision(report["rows"])
     against_seed_float32(report["rows"])
     write_json(report, out)
     return report
+
+
+def measure_limits(settings: dict, cache_dir: Path, checkpoint: Path, dtypes: list[str]) -> dict:
+    """This machine's stream and GEMM rates (floors.py, a fresh process), after the workers' kernels
+    are built and their CPU plan measured afresh (cpuplan, into the bench's own cache: not the
+    user's, and not a plan measured on another day), so that no timed row pays for either."""
+    arxsum_cache = cache_dir / "arxsum"
+    os.environ["ARXSUM_CACHE_DIR"] = str(arxsum_cache)  # the workers inherit it
+    for old in (arxsum_cache / "kernels").glob("plan-*.json"):
+        old.unlink()
+    for dtype in dtypes:
+        say(f"measuring the CPU plan for {dtype}")
+        run_command([sys.executable, str(Path(__file__).resolve()), "--prepare", str(checkpoint), dtype],
+                    "preparing the CPU plan")
+    say("measuring this machine's limits: memory stream, GEMM, python + torch start")
+    command = [sys.executable, str(Path(__file__).resolve().parent / "floors.py")]
+    if settings["threads"]:
+        command.append(str(settings["threads"]))
+    return json.loads(run_command(command, "the floor measurement").strip().splitlines()[-1])
+
+
+def prepare_worker(checkpoint: str, dtype: str) -> dict:
+    from arxsum.summarizer import Summarizer
+
+    summarizer = Summarizer.from_pretrained(checkpoint, device="cpu", dtype=dtype, notify=say)
+    plan = summarizer.cpu_plan
+    return {"plan": None if plan is None else plan.choices()}
+
+
+def against_floor(row: dict, limits: dict | None, config: dict) -> None:
+    """arxsum's encoder, decode step and end to end beside this machine's floors, and the fractions."""
+    a = row.get("arxsum", {})
+    floor = limits and floors.floors(limits, config, row["tokens"], row["steps"], row["dtype"], row["batch"])
+    if not floor or "error" in a:
+        return
+    row["floor"] = floor
+    row["fraction_of_floor"] = {k: floor[k] / a[k] for k in floor if a.get(k)}
 
 
 def write_json(report: dict, out: Path) -> None:
@@ -627,6 +682,9 @@ def write_json(report: dict, out: Path) -> None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--worker"] and len(argv) == 2:
         print(json.dumps(arxsum_worker(json.loads(Path(argv[1]).read_text()))))
+        return 0
+    if argv[:1] == ["--prepare"] and len(argv) == 3:
+        print(json.dumps(prepare_worker(argv[1], argv[2])))
         return 0
     if argv[:1] == ["--extract"] and len(argv) == 3:
         print(json.dumps(extract_worker(argv[1], argv[2])))

@@ -40,7 +40,7 @@ def build(device: torch.device, dtype: torch.dtype) -> LSGBartForConditionalGene
                 p.normal_(0, 0.1)
     model = model.to(device=device, dtype=dtype).eval()
     if device.type == "cpu":  # as Summarizer.from_pretrained does (ARXSUM_CPU_KERNELS=0 turns the kernels off)
-        use_cpu_fast_paths(model)
+        print("plan:", use_cpu_fast_paths(model))
     return model
 
 

@@ -278,7 +278,12 @@ def load_summarizer(model: str, device: str, dtype: str, console: Console, quiet
 
     if device == "auto":
         device = resolve_auto_device(console, quiet, dtype)
-    return Summarizer.from_pretrained(model, device=device, dtype=dtype)
+
+    def note(message: str) -> None:  # what loading says (the one-time CPU measurement), as the CLI's notes
+        if not quiet:
+            console.print(f"arxsum: note: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    return Summarizer.from_pretrained(model, device=device, dtype=dtype, notify=note)
 
 
 def resolve_auto_device(console: Console, quiet: bool, dtype: str = "auto") -> str:

@@ -334,6 +334,43 @@ static void amx_product(const int R, const uint32_t *a, int n, size_t lda, const
 }
 #endif
 
+#if HAVE_AMX
+/* raw (tiles, R, 64) float32 = R rows of q (32 (d, d+1) pairs as uint32: a 64-wide head) against
+ * each of `tiles` key pair tiles (32, 64, 2) at kt: a cross-attention's scores before scale and
+ * mask. One tile configuration for all of them (amx_product's, per 64 keys, cost ~15% of the pass),
+ * q held in two tiles. Tiles 0-3: the sums, 4-5: q's pairs 0-15 and 16-31, 6-7: keys. */
+static void amx_scores(const int R, const uint32_t *q32, const uint32_t *kt, int tiles, float *raw) {
+    tilecfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 6; i++) cfg.rows[i] = (uint8_t)R, cfg.colsb[i] = 64;
+    cfg.rows[6] = cfg.rows[7] = 16, cfg.colsb[6] = cfg.colsb[7] = 64;
+    _tile_loadconfig(&cfg);
+    _tile_loadd(4, q32, 128);
+    _tile_loadd(5, q32 + 16, 128);
+    for (int t = 0; t < tiles; t++) {
+        const uint32_t *kp = kt + (size_t)t * 32 * TILE;
+        for (int c = 0; c < 32 * 256; c += 64) __builtin_prefetch((const char *)kp + AMX_AHEAD + c);
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+#define KEYS(j, tb)                                 \
+    _tile_loadd(tb, kp + 16 * (j), 256);            \
+    _tile_dpbf16ps(j, 4, tb);                       \
+    _tile_loadd(tb, kp + 16 * 64 + 16 * (j), 256);  \
+    _tile_dpbf16ps(j, 5, tb);
+        KEYS(0, 6) KEYS(1, 7) KEYS(2, 6) KEYS(3, 7)
+#undef KEYS
+        float *out = raw + (size_t)t * R * TILE;
+        _tile_stored(0, out, 256);
+        _tile_stored(1, out + 16, 256);
+        _tile_stored(2, out + 32, 256);
+        _tile_stored(3, out + 48, 256);
+    }
+}
+#endif
+
 #if HAVE_DP
 /* bf16 with AVX512-BF16: tot (R x 64 float32) += R rows of a, each n (k, k+1) pairs as uint32 (rows
  * lda apart), against b (n, 64) uint32, [p][j] = (B[2p][j], B[2p+1][j]): the pair tiles of a weight
@@ -506,6 +543,8 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
 #pragma omp parallel
     {
         float *scores = (float *)malloc(sizeof(float) * (size_t)R * tiles * TILE);
+        /* with AMX: every key tile's products first (amx_scores), then scale, mask and maxima */
+        float *raw = HAVE_AMX && amx_on && dp ? (float *)malloc(sizeof(float) * (size_t)R * tiles * TILE) : NULL;
         /* a chunk's probabilities as bf16 pairs (dp) */
         uint16_t *pb = dp ? (uint16_t *)malloc(sizeof(uint16_t) * (size_t)R * XCHUNK) : NULL;
         vf res[MAXR * TILE / 16];
@@ -522,9 +561,12 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             vf mx[MAXR];
             float mxt[MAXR];
             for (int r = 0; r < R; r++) mx[r] = splat(-3.4028234663852886e38f), mxt[r] = -3.4028234663852886e38f;
+#if HAVE_AMX
+            if (raw) amx_scores(R, (const uint32_t *)qp, (const uint32_t *)kp, tiles, raw);
+#endif
             for (int t = 0; t < tiles; t++) {
-                tile_rows(R, bf16, dp ? (const void *)qp : qf, D, kp, t, res);
-                const float *rf = (const float *)res;
+                const float *rf = raw ? raw + (size_t)t * R * TILE : (const float *)res;
+                if (!raw) tile_rows(R, bf16, dp ? (const void *)qp : qf, D, kp, t, res);
                 int s0 = t * TILE, n = S - s0 < TILE ? S - s0 : TILE;
                 for (int r = 0; r < R; r++) {
                     float *dst = scores + (size_t)r * S + s0;
@@ -592,7 +634,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                 for (int j = 0; j < 4; j++) vstore(op, (size_t)r * D + 16 * j, tot[r][j] * inv, bf16);
             }
         }
-        free(scores), free(pb);
+        free(scores), free(pb), free(raw);
     }
     free(mask_f32);
 }
@@ -1076,4 +1118,23 @@ void decoder_layer(const layer_t *L, void *x, int N, int B, const void *cross_k,
     linear_n(h, N, F, L->fc2_w, L->fc2_b, D, a, bf16);
     add_layer_norm(x, a, N, D, L->ln3_w, L->ln3_b, L->eps, bf16);
     free(q), free(ctx), free(a), free(h), free(qx), free(cx), free(qkv);
+}
+
+/* ---- the machine's own limit: how fast this CPU reads memory ----------------------------------------
+ * The sum of n floats, read once by all threads in static chunks (as the kernels stream a matrix):
+ * the benchmark's floor for a decoding step, whose time is the bytes it reads at this rate. */
+float stream_sum(const float *p, size_t n) {
+    float total = 0.f;
+#pragma omp parallel reduction(+ : total)
+    {
+        vn acc[4] = {{0}, {0}, {0}, {0}};
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n / (4 * VN); i++) {
+            const float *q = p + i * 4 * VN;
+            for (int j = 0; j < 4; j++) acc[j] += loadn_f32(q + VN * j);
+        }
+        vn s = acc[0] + acc[1] + acc[2] + acc[3];
+        for (int j = 0; j < VN; j++) total += s[j];
+    }
+    return total;
 }

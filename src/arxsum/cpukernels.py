@@ -215,6 +215,8 @@ class CpuKernels:
         lib.pair_values.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3
         lib.pair_values.restype = None
         lib.has_dp.restype = ctypes.c_int
+        lib.stream_sum.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        lib.stream_sum.restype = ctypes.c_float
         lib.has_amx.restype = ctypes.c_int
         lib.set_amx.argtypes = [ctypes.c_int]
         lib.set_amx.restype = ctypes.c_int
@@ -264,6 +266,12 @@ class CpuKernels:
         out = v.new_empty(b, h, -(-s // 2), d, 2)
         self.lib.pair_values(_ptr(rows), _ptr(out), b, s, h)
         return out
+
+    def stream_sum(self, x: torch.Tensor) -> float:
+        """The sum of a contiguous float32 tensor, read once by all threads: the benchmark's measure of
+        how fast this machine streams memory (its floor for a decoding step)."""
+        _check(x.is_contiguous() and x.dtype == torch.float32, "stream_sum", x)
+        return float(self.lib.stream_sum(_ptr(x), x.numel()))
 
     def __deepcopy__(self, memo):  # a loaded library: shared, never copied
         return self

@@ -1,0 +1,104 @@
+"""This machine's own limits, measured in the bench's run: what a paper could cost at best here.
+
+    stream    GB/s reading memory with the threads arxsum uses (cpukernels.stream_sum over 1 GiB)
+    gemm      GFLOP/s of torch's best product at the encoder's shape (16448 x 768 @ 768 x 3072), per
+              dtype: F.linear, and for bfloat16 also oneDNN's packed weights (AMX where present)
+    start     seconds for `python -c "import torch"` (a fresh process's fixed cost)
+
+The floors (README "Speed and memory"): encoder + cross K/V = the encoder's FLOPs at the GEMM rate;
+a decoding step = the bytes it must read (decoder weights, LM head, cross-attention keys and
+values) at the stream rate; end to end = start + encoder + (steps - 1) steps.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+ENCODER_SHAPE = (16448, 768, 3072)  # rows (16384 tokens + 64 globals), in, out: the encoder's FFN
+STREAM_BYTES = 1 << 30
+
+
+def measure(threads: int | None = None) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from arxsum import cpukernels
+    from arxsum.model import PackedWeight
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = {"threads": torch.get_num_threads(), "gemm_gflops": {}}
+    kernels = cpukernels.load()
+    if kernels is not None:
+        x = torch.ones(STREAM_BYTES // 4)
+        out["stream_gbs"] = STREAM_BYTES / _best(lambda: kernels.stream_sum(x), 5) / 1e9
+        del x
+    else:
+        out["stream_gbs"] = None
+        out["stream_unavailable"] = cpukernels.unavailable_reason()
+    rows, width, outs = ENCODER_SHAPE
+    flop = 2 * rows * width * outs
+    for dtype in (torch.float32, torch.bfloat16):
+        a, w = torch.randn(rows, width).to(dtype), torch.randn(outs, width).to(dtype)
+        candidates = [lambda a=a, w=w: F.linear(a, w)]
+        if PackedWeight.supported(dtype):
+            packed = PackedWeight(w)
+            candidates.append(lambda a=a, p=packed: torch.ops.mkldnn._linear_pointwise(a, p.tensor, None, "none", [], ""))
+        best = min(_best(fn, 4) for fn in candidates)
+        out["gemm_gflops"][str(dtype).removeprefix("torch.")] = flop / best / 1e9
+    out["start_s"] = min(_start_s() for _ in range(3))
+    return out
+
+
+def _best(fn, runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _start_s() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return time.perf_counter() - start
+
+
+def encoder_flop(config: dict, tokens: int) -> float:
+    """FLOPs of the encoder and the cross-attention keys/values for one paper of `tokens` tokens."""
+    d, ffn = config["d_model"], config["encoder_ffn_dim"]
+    g, block = config.get("num_global_tokens", 0), config.get("block_size", tokens)
+    rows = tokens + g
+    keys = min(3 * block + g, rows)  # a query's window: 3 blocks and the globals
+    per_layer = 4 * d * d + 2 * d * ffn + 2 * keys * d  # projections, FFN, QK^T and PV
+    macs = rows * (config["encoder_layers"] * per_layer + config["decoder_layers"] * 2 * d * d)
+    return 2.0 * macs
+
+
+def step_bytes(config: dict, tokens: int, dtype: str) -> float:
+    """Bytes a decoding step must read: the decoder's weights, the LM head, the cross keys and values."""
+    d, ffn, layers = config["d_model"], config["decoder_ffn_dim"], config["decoder_layers"]
+    rows = tokens + (config.get("num_global_tokens", 0) if config.get("pass_global_tokens_to_decoder", True) else 0)
+    elements = layers * (6 * d * d + 2 * d * ffn) + config["vocab_size"] * d + 2 * layers * rows * d
+    return elements * (4 if dtype == "float32" else 2)
+
+
+def floors(limits: dict, config: dict, tokens: int, steps: int, dtype: str, batch: int = 1) -> dict | None:
+    """The row's floors in seconds (encoder, decode step, end to end), or None without the limits."""
+    gemm = limits["gemm_gflops"].get(dtype)
+    if not gemm or not limits.get("stream_gbs"):
+        return None
+    encoder = batch * encoder_flop(config, tokens) / (gemm * 1e9)
+    step = batch * step_bytes(config, tokens, dtype) / (limits["stream_gbs"] * 1e9)
+    return {"encoder_s": encoder, "decode_step_s": step,
+            "end_to_end_s": limits["start_s"] + encoder + (steps - 1) * step}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else None)))
