@@ -502,8 +502,10 @@ def render(report: dict) -> str:
         out.append(f"\nThis machine's limits, measured in this run ({lim['threads']} threads): memory stream "
                    f"{lim['stream_gbs']:.1f} GB/s; GEMM {ENCODER_SHAPE_TEXT} GFLOP/s {gemm}; python + torch start "
                    f"{lim['start_s']:.2f} s.")
-        header = ["row", "encoder s (floor, reached)", "decode ms/step (floor, reached)", "end to end s (floor, reached)"]
-        body = [[r["name"]] + [f"{fmt(r['arxsum'][k], spec, scale)} ({fmt(r['floor'][k], spec, scale)}, "
+        header = ["row", "encoder s (floor, reached)", "decode ms/step (floor, reached)",
+                  "end to end s + start (floor, reached)"]
+        body = [[r["name"]] + [f"{fmt(dict(r['arxsum'], end_to_end_s=r['measured_with_start'])[k], spec, scale)} "
+                               f"({fmt(r['floor'][k], spec, scale)}, "
                                f"{r['fraction_of_floor'].get(k, 0):.0%})"
                                for k, spec, scale in (("encoder_s", ".2f", 1), ("decode_step_s", ".1f", 1e3),
                                                       ("end_to_end_s", ".2f", 1))]
@@ -669,7 +671,9 @@ def against_floor(row: dict, limits: dict | None, config: dict) -> None:
     if not floor or "error" in a:
         return
     row["floor"] = floor
-    row["fraction_of_floor"] = {k: floor[k] / a[k] for k in floor if a.get(k)}
+    measured = dict(a, end_to_end_s=a["end_to_end_s"] + limits["start_s"])  # a command's run: python + torch too
+    row["measured_with_start"] = measured["end_to_end_s"]
+    row["fraction_of_floor"] = {k: floor[k] / measured[k] for k in floor if measured.get(k)}
 
 
 def write_json(report: dict, out: Path) -> None:

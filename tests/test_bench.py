@@ -82,8 +82,33 @@ def test_side_by_side_with_the_seed_pipeline(tmp_path, cache_dir):
     assert report["extraction"]["chars"] > 1000
     assert report["rows"][0]["seed"]["versions"]["transformers"] == "4.40.2"
     comparison = [line for line in proc.stdout.splitlines() if line.startswith("| float32 2x128 4 steps | ")
-                  and "arxsum" not in line and "seed" not in line]
+                  and "arxsum" not in line and "seed" not in line and "%)" not in line]
     assert len(comparison) == 1 and "| yes |" in comparison[0]
+    limits = report["limits"]  # this machine's own limits, measured in the same run
+    assert limits["stream_gbs"] > 0.5 and limits["gemm_gflops"]["float32"] > 1 and limits["start_s"] > 0
+    for row in report["rows"]:
+        assert set(row["floor"]) == set(row["fraction_of_floor"]) == {"encoder_s", "decode_step_s", "end_to_end_s"}
+        assert all(0 < f for f in row["fraction_of_floor"].values())
+    assert "This machine's limits, measured in this run" in proc.stdout
+
+
+def test_floors_of_the_real_model():
+    """The floor's arithmetic at the published model's shapes: 1.88 TFLOP for the encoder and the cross
+    keys/values at 16384 tokens; a step reads 958.9 MB in float32 (479.5 MB in bfloat16)."""
+    import floors
+
+    from builders import real_architecture_config
+
+    config = real_architecture_config()
+    assert floors.encoder_flop(config, 16384) == pytest.approx(1.882e12, rel=1e-3)
+    assert floors.step_bytes(config, 16384, "float32") == 958_934_016
+    assert floors.step_bytes(config, 16384, "bfloat16") == 958_934_016 / 2
+    limits = {"stream_gbs": 20.0, "gemm_gflops": {"float32": 200.0}, "start_s": 1.0}
+    f = floors.floors(limits, config, 16384, 320, "float32")
+    assert f["encoder_s"] == pytest.approx(1.882e12 / 200e9, rel=1e-3)
+    assert f["decode_step_s"] == pytest.approx(958_934_016 / 20e9)
+    assert f["end_to_end_s"] == pytest.approx(1.0 + f["encoder_s"] + 319 * f["decode_step_s"])
+    assert floors.floors(limits, config, 16384, 320, "bfloat16") is None  # no GEMM rate measured for it
 
 
 def test_plan_rows():

@@ -68,6 +68,9 @@ int set_amx(int on) {
 #define CPASS 2
 #endif
 #define NVN (TILE / VN) /* registers of a 64-column row */
+/* bytes ahead that the float32 row products prefetch a streamed matrix: the hardware's own prefetch
+ * leaves the memory ~25% idle between the FMAs (measured on the Intel Xeon: one core 9 -> 11 GB/s) */
+#define STREAM_AHEAD 4096
 #define HEAD_DIM 64
 #define BLOCK 64 /* terms summed in registers before joining the running total */
 #define HGROUP 6 /* heads per self-attention task */
@@ -238,6 +241,9 @@ static float softmax_numerators(float *sc, int n) {
                     for (int j = 0; j < CPASS; j++) acc[r][j] = (vn){0};                            \
                 for (int i = i0; i < i1; i++) {                                                     \
                     const T *row = tile + (size_t)i * TILE + VN * c0;                               \
+                    if (c0 == 0) /* the row's lines, STREAM_AHEAD bytes on (the tiles follow on) */ \
+                        for (size_t c = 0; c < TILE * sizeof(T); c += 64)                           \
+                            __builtin_prefetch((const char *)row + STREAM_AHEAD + c);               \
                     vn wv[CPASS];                                                                   \
                     for (int j = 0; j < CPASS; j++) wv[j] = LOAD(row + VN * j);                     \
                     for (int r = 0; r < R; r++) {                                                   \
@@ -481,6 +487,9 @@ static inline __attribute__((always_inline)) void pv_plain_n(const int R, const 
                 for (int j = 0; j < CPASS; j++) acc[r][j] = (vn){0};
             for (int s = s0; s < s1; s++) {
                 const size_t row = (size_t)s * HEAD_DIM + VN * c0;
+                if (c0 == 0)
+                    for (int c = 0; c < HEAD_DIM * (bf16 ? 2 : 4); c += 64)
+                        __builtin_prefetch(vp + row * (bf16 ? 2 : 4) + STREAM_AHEAD + c);
                 vn vv[CPASS];
                 for (int j = 0; j < CPASS; j++)
                     vv[j] = bf16 ? loadn_bf16((const uint16_t *)vp + row + VN * j) : loadn_f32((const float *)vp + row + VN * j);
