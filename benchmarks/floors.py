@@ -2,7 +2,8 @@
 
     stream    GB/s reading memory with the threads arxsum uses (cpukernels.stream_sum over 1 GiB)
     gemm      GFLOP/s of torch's best product at the encoder's shape (16448 x 768 @ 768 x 3072), per
-              dtype: F.linear, and for bfloat16 also oneDNN's packed weights (AMX where present)
+              dtype: F.linear, whole or in the encoder's row chunks, and for bfloat16 also oneDNN's
+              packed weights (AMX where present)
     start     seconds for `python -c "import torch"` (a fresh process's fixed cost)
 
 The floors (README "Speed and memory"): encoder + cross K/V = the encoder's FLOPs at the GEMM rate;
@@ -25,7 +26,7 @@ def measure(threads: int | None = None) -> dict:
     import torch.nn.functional as F
 
     from arxsum import cpukernels
-    from arxsum.model import PackedWeight
+    from arxsum.model import ENCODER_CHUNK, PackedWeight
 
     if threads:
         torch.set_num_threads(threads)
@@ -42,7 +43,9 @@ def measure(threads: int | None = None) -> dict:
     flop = 2 * rows * width * outs
     for dtype in (torch.float32, torch.bfloat16):
         a, w = torch.randn(rows, width).to(dtype), torch.randn(outs, width).to(dtype)
-        candidates = [lambda a=a, w=w: F.linear(a, w)]
+        # whole, and in the row chunks arxsum's encoder uses (model.ENCODER_CHUNK: often faster)
+        candidates = [lambda a=a, w=w: F.linear(a, w),
+                      lambda a=a, w=w: [F.linear(c, w) for c in a.split(ENCODER_CHUNK)]]
         if PackedWeight.supported(dtype):
             packed = PackedWeight(w)
             candidates.append(lambda a=a, p=packed: torch.ops.mkldnn._linear_pointwise(a, p.tensor, None, "none", [], ""))

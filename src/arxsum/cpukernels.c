@@ -70,7 +70,9 @@ int set_amx(int on) {
 #define NVN (TILE / VN) /* registers of a 64-column row */
 /* bytes ahead that the float32 row products prefetch a streamed matrix: the hardware's own prefetch
  * leaves the memory ~25% idle between the FMAs (measured on the Intel Xeon: one core 9 -> 11 GB/s) */
+#ifndef STREAM_AHEAD
 #define STREAM_AHEAD 4096
+#endif
 #define HEAD_DIM 64
 #define BLOCK 64 /* terms summed in registers before joining the running total */
 #define HGROUP 6 /* heads per self-attention task */
@@ -299,7 +301,9 @@ static inline void store_bf16x2(uint16_t *p, vf a, vf b) {
 
 #if HAVE_AMX
 typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } tilecfg_t;
+#ifndef AMX_AHEAD
 #define AMX_AHEAD 8192 /* bytes of a contiguous B prefetched ahead: DRAM's latency at ~14 GB/s a core */
+#endif
 
 /* res (4, R, 16) float32 = R rows of a (n (k, k+1) pairs as uint32, rows lda apart) against B in 4
  * groups of 16 columns: row p of group j at b + j * gs + p * rs (uint32: a pair of bf16 per column).
