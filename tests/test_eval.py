@@ -326,8 +326,10 @@ class EchoSummarizer:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], object, int | None]] = []
 
-    def summarize_batch(self, texts, options, max_input_tokens=None):
+    def summarize_batch(self, texts, options, max_input_tokens=None, on_step=None):
         self.calls.append((list(texts), options, max_input_tokens))
+        for length in range(2, 5) if on_step is not None else ():  # three decoding steps
+            on_step(length)
         return [Summary(text=" " + t.splitlines()[0] + " so we conclude .", token_ids=[],
                         input_tokens=len(t.split()), original_tokens=len(t.split()), truncated=False)
                 for t in texts]
@@ -452,3 +454,18 @@ def test_missing_model_is_one_line(app, tmp_path):
     assert result.stderr.startswith("loading ")
     assert "arxsum: error:" in result.stderr and "Traceback" not in result.stderr
     assert not (FIXTURES / "data.predictions.jsonl").exists()
+
+
+def test_model_path_reports_each_decoding_step_with_the_time_left():
+    from arxsum.commands.eval import _StepLine
+    from arxsum.options import GenerationOptions
+
+    said, done = [], []
+    steps = _StepLine(said.append, 320)
+    examples = evaluate.load_examples(DATA)[:2]
+    evaluate.evaluate_model(EchoSummarizer(), examples, GenerationOptions(), on_progress=steps.advanced(done.append),
+                            on_step=steps)
+    assert done == [1, 1]
+    assert said[0] == "summarizing: decoding step 2 of at most 320"  # no step time measured yet
+    assert said[1].startswith("summarizing: decoding step 3 of at most 320, ") and said[1].endswith(" s left at most")
+    assert said[3] == "summarizing: encoding"  # the next example, until its first step

@@ -253,7 +253,7 @@ class Generated:
 
 def generate(summarizer: Summarizer, articles: Sequence[str], options: GenerationOptions, *,
              batch_size: int = 1, max_input_tokens: int | None = None, raw: bool = True,
-             ) -> Iterator[list[Generated]]:
+             on_step: Callable[[int], None] | None = None) -> Iterator[list[Generated]]:
     """Summaries of `articles` in order, one list per batch of `batch_size`.
 
     `raw=False` passes each article through `normalize.to_model_text` first and the summary
@@ -275,7 +275,7 @@ def generate(summarizer: Summarizer, articles: Sequence[str], options: Generatio
             model_texts = [to_model_text(Document(source=f"#{start + i}", kind="text", body=article))
                            for i, article in enumerate(batch)]
             texts = [m.text for m in model_texts]
-        summaries = summarizer.summarize_batch(texts, options, max_input_tokens=max_input_tokens)
+        summaries = summarizer.summarize_batch(texts, options, max_input_tokens=max_input_tokens, on_step=on_step)
         yield [
             Generated(
                 text=one_sentence_per_line(
@@ -331,10 +331,12 @@ def evaluate_predictions(examples: Sequence[Example], predictions: Sequence[str]
 def evaluate_model(summarizer: Summarizer, examples: Sequence[Example], options: GenerationOptions, *,
                    batch_size: int = 1, max_input_tokens: int | None = None, raw: bool = True,
                    split: bool = False, output: TextIO | None = None,
-                   on_progress: Callable[[int], None] | None = None) -> Report:
+                   on_progress: Callable[[int], None] | None = None,
+                   on_step: Callable[[int], None] | None = None) -> Report:
     """Summarize each example's article, then score it as `evaluate_predictions` does.
 
     Per-example lines are written as each batch finishes, so a long run leaves its work behind.
+    on_progress(n): n more examples done; on_step(length): a decoding step of the current batch done.
     """
     articles = []
     for example in examples:
@@ -345,7 +347,7 @@ def evaluate_model(summarizer: Summarizer, examples: Sequence[Example], options:
     per_pair: list[Scores] = []
     pending = iter(examples)
     for batch in generate(summarizer, articles, options, batch_size=batch_size,
-                          max_input_tokens=max_input_tokens, raw=raw):
+                          max_input_tokens=max_input_tokens, raw=raw, on_step=on_step):
         for generated in batch:
             example, prediction, scores = _scored(next(pending), generated.text, scorer=scorer, split=split)
             per_pair.append(scores)

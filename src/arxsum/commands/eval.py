@@ -6,6 +6,7 @@ Thin: parse options, call `arxsum.evaluate`, print. The main CLI calls `register
 from __future__ import annotations
 
 import json
+import time
 from contextlib import ExitStack, contextmanager
 from enum import Enum
 from pathlib import Path
@@ -123,7 +124,7 @@ def eval_command(
             given = evaluate.load_predictions(predictions, field=prediction_field,
                                               limit=len(examples) if limit else None)
             evaluate.check_counts(examples, given, data=data, pred=predictions)
-            with _progress_and_output(output, len(examples), "scoring", console, quiet) as (stream, advance):
+            with _progress_and_output(output, len(examples), "scoring", console, quiet) as (stream, advance, _):
                 report = evaluate.evaluate_predictions(examples, given, split=split_sentences,
                                                        output=stream, on_progress=advance)
         else:
@@ -135,10 +136,13 @@ def eval_command(
             from arxsum.summarizer import Summarizer  # the model stack, only when a model runs
 
             summarizer = Summarizer.from_pretrained(model, device=device, dtype=dtype)
-            with _progress_and_output(output, len(examples), "summarizing", console, quiet) as (stream, advance):
+            with _progress_and_output(output, len(examples), "summarizing", console, quiet) as (stream, advance, say):
+                steps = _StepLine(say, options.max_length)
+                say("summarizing: encoding")
                 report = evaluate.evaluate_model(summarizer, examples, options, batch_size=batch_size,
                                                  max_input_tokens=max_input_tokens, raw=raw,
-                                                 split=split_sentences, output=stream, on_progress=advance)
+                                                 split=split_sentences, output=stream,
+                                                 on_progress=steps.advanced(advance), on_step=steps)
 
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(report.to_json()))
@@ -182,7 +186,31 @@ def _progress_and_output(output: Path | None, total: int, what: str, console: Co
                 raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
         progress = stack.enter_context(Progress(*columns, console=console, disable=quiet, transient=True))
         task = progress.add_task(what, total=total)
-        yield stream, lambda n: progress.advance(task, n)
+        yield stream, lambda n: progress.advance(task, n), lambda text: progress.update(task, description=text)
+
+
+class _StepLine:
+    """The bar's description during a batch: its decoding step of at most max_length, and the time
+    left at most at the measured step time (as `arxsum PAPER`'s live line says it)."""
+
+    def __init__(self, say, max_length: int) -> None:
+        self.say, self.max_length, self.started = say, max_length, None
+
+    def __call__(self, length: int) -> None:
+        now = time.monotonic()
+        if self.started is None or length <= 2:
+            self.started = (now, length)
+        start, first = self.started
+        per_step = (now - start) / (length - first) if length > first else None
+        left = "" if per_step is None else f", {per_step * (self.max_length - length):.0f} s left at most"
+        self.say(f"summarizing: decoding step {length} of at most {self.max_length}{left}")
+
+    def advanced(self, advance):
+        def done(n: int) -> None:
+            self.started = None
+            advance(n)
+            self.say("summarizing: encoding")  # the next batch's encoder, until its first step
+        return done
 
 
 def _table(report: evaluate.Report) -> Table:
