@@ -23,7 +23,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from arxsum.errors import InputError
+from arxsum.errors import InputError, describe
 
 MAX_UNPACKED_BYTES = 256 * 2**20  # arXiv caps a submission at 50 MB compressed; sources are far smaller
 MAX_MEMBERS = 10_000
@@ -82,7 +82,7 @@ def unpack(data: bytes, name: str, *, max_bytes: int | None = None, max_members:
         return out
     except (tarfile.TarError, zipfile.BadZipFile, zlib.error, gzip.BadGzipFile, EOFError, OSError,
             lzma.LZMAError, ValueError) as e:
-        raise InputError(f"damaged or unreadable archive ({type(e).__name__}: {_one_line(e)})") from None
+        raise InputError(f"damaged or unreadable archive ({describe(e)})") from None
 
 
 class _Limits:

@@ -9,7 +9,7 @@ import warnings
 
 from arxsum.archive import is_archive
 from arxsum.document import Document
-from arxsum.errors import InputError
+from arxsum.errors import InputError, describe
 from arxsum.paper import split_paper
 from arxsum.pdftext import read_lines
 from arxsum.project import read_latex_input
@@ -87,7 +87,7 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
     except DependencyError as e:
         raise InputError(f"cannot decrypt PDF: {e}") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
-        raise InputError(f"damaged or unreadable PDF ({type(e).__name__}: {e})") from None
+        raise InputError(f"damaged or unreadable PDF ({describe(e)})") from None
     if unreadable == limit:
         raise InputError("damaged or unreadable PDF (no page could be read)")
     if not any(ln.text.strip() for ln in lines):

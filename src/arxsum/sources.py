@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from arxsum.arxiv import ArxivClient, cache_name, parse_arxiv_id
 from arxsum.document import Document, ModelText
-from arxsum.errors import InputError
+from arxsum.errors import InputError, describe
 
 PAPER_SUFFIXES = (".pdf", ".txt", ".md", ".tex")  # what a directory search picks up by default
 # ... and LaTeX projects packed as e-prints (a bare .gz is read only when named: .synctex.gz is no paper)
@@ -407,7 +407,7 @@ def _worker_main(conn) -> None:
         except InputError as e:
             reply = ("err", str(e))
         except Exception as e:  # a bug or a pypdf crash on a crafted file: one line, the batch goes on
-            reply = ("err", f"extraction failed ({type(e).__name__}: {_one_line(e)})")
+            reply = ("err", f"extraction failed ({describe(e)})")
         try:
             conn.send(reply)
         except (OSError, EOFError):
