@@ -33,16 +33,8 @@ run: install
 	@test -n "$(PAPER)" || { echo "usage: make run PAPER=paper.pdf [ARGS='--format json']" >&2; exit 2; }
 	@$(BIN)/arxsum $(PAPER) $(ARGS)
 
-# Then the parity suite's real-architecture cases (64-wide heads: every CPU kernel runs) again under
-# each other instruction set this CPU runs (ARXSUM_CPU_ISA): the first run used the best one.
-OTHER_ISAS = $(BIN)/python -c "from arxsum.cpuisa import cpu_isas; print(' '.join(cpu_isas()[1:]))"
 test: install ref-venv
 	ARXSUM_REF_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/pytest $(PYTEST_ARGS)
-	@for isa in $$($(OTHER_ISAS)); do \
-	  echo "make: the parity suite's real-architecture cases again, with ARXSUM_CPU_ISA=$$isa" >&2; \
-	  ARXSUM_CPU_ISA=$$isa ARXSUM_REF_PYTHON=$(abspath $(REF_VENV))/bin/python \
-	    $(BIN)/pytest tests/test_parity.py -m slow $(PYTEST_ARGS) || exit 1; \
-	done
 
 test-fast: install ref-venv
 	ARXSUM_REF_PYTHON=$(abspath $(REF_VENV))/bin/python $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

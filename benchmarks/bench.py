@@ -653,6 +653,8 @@ def measure_limits(settings: dict, cache_dir: Path, checkpoint: Path, dtypes: li
     command = [sys.executable, str(Path(__file__).resolve().parent / "floors.py")]
     if settings["threads"]:
         command.append(str(settings["threads"]))
+    if settings["tiny"]:
+        command.append("--quick")
     return json.loads(run_command(command, "the floor measurement").strip().splitlines()[-1])
 
 

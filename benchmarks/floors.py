@@ -21,7 +21,8 @@ ENCODER_SHAPE = (16448, 768, 3072)  # rows (16384 tokens + 64 globals), in, out:
 STREAM_BYTES = 1 << 30
 
 
-def measure(threads: int | None = None) -> dict:
+def measure(threads: int | None = None, quick: bool = False) -> dict:
+    """quick: small sizes (128 MiB, 2048 rows), for the bench's --tiny smoke runs and its tests."""
     import torch
     import torch.nn.functional as F
 
@@ -33,13 +34,15 @@ def measure(threads: int | None = None) -> dict:
     out = {"threads": torch.get_num_threads(), "gemm_gflops": {}}
     kernels = cpukernels.load()
     if kernels is not None:
-        x = torch.ones(STREAM_BYTES // 4)
-        out["stream_gbs"] = STREAM_BYTES / _best(lambda: kernels.stream_sum(x), 5) / 1e9
+        size = STREAM_BYTES // 8 if quick else STREAM_BYTES
+        x = torch.ones(size // 4)
+        out["stream_gbs"] = size / _best(lambda: kernels.stream_sum(x), 5) / 1e9
         del x
     else:
         out["stream_gbs"] = None
         out["stream_unavailable"] = cpukernels.unavailable_reason()
     rows, width, outs = ENCODER_SHAPE
+    rows = 2048 if quick else rows
     flop = 2 * rows * width * outs
     for dtype in (torch.float32, torch.bfloat16):
         a, w = torch.randn(rows, width).to(dtype), torch.randn(outs, width).to(dtype)
@@ -51,7 +54,7 @@ def measure(threads: int | None = None) -> dict:
             candidates.append(lambda a=a, p=packed: torch.ops.mkldnn._linear_pointwise(a, p.tensor, None, "none", [], ""))
         best = min(_best(fn, 4) for fn in candidates)
         out["gemm_gflops"][str(dtype).removeprefix("torch.")] = flop / best / 1e9
-    out["start_s"] = min(_start_s() for _ in range(3))
+    out["start_s"] = min(_start_s() for _ in range(1 if quick else 3))
     return out
 
 
@@ -104,4 +107,5 @@ def floors(limits: dict, config: dict, tokens: int, steps: int, dtype: str, batc
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else None)))
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    print(json.dumps(measure(int(args[0]) if args else None, quick="--quick" in sys.argv[1:])))

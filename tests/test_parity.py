@@ -406,15 +406,44 @@ class Loaded:
             self.cache64[key] = copy.deepcopy(summarizer.model).to(torch.float64)
         return self.cache64[key]
 
-    def get(self, results: dict, checkpoint: str, fmt: str) -> Summarizer:
-        key = f"{checkpoint}/{fmt}"
+    def get(self, results: dict, checkpoint: str, fmt: str, isa: str | None = None) -> Summarizer:
+        """isa: the kernels built for that instruction set (ARXSUM_CPU_ISA) instead of this CPU's best."""
+        key = f"{checkpoint}/{fmt}/{isa}"
         if key not in self.cache:
             directory = results["checkpoints"][checkpoint][fmt]
-            summarizer = Summarizer.from_pretrained(directory, device="cpu", dtype="float32")
-            # what users run is what is compared: the CPU kernels wherever this machine builds them
-            assert (summarizer.model.kernels is None) == (cpukernels.load() is None)
+            with kernels_for(isa):
+                summarizer = Summarizer.from_pretrained(directory, device="cpu", dtype="float32")
+                # what users run is what is compared: the CPU kernels wherever this machine builds them
+                assert (summarizer.model.kernels is None) == (cpukernels.load() is None)
+                assert isa is None or summarizer.model.kernels.isa == isa
             self.cache[key] = summarizer
         return self.cache[key]
+
+
+@contextlib.contextmanager
+def kernels_for(isa: str | None):
+    """Within: cpukernels.load() builds and gives the kernels for `isa` (None: as configured)."""
+    if isa is None:
+        yield
+        return
+    saved, before = dict(cpukernels._state), os.environ.get("ARXSUM_CPU_ISA")
+    cpukernels._state.clear()
+    os.environ["ARXSUM_CPU_ISA"] = isa
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("ARXSUM_CPU_ISA")
+        else:
+            os.environ["ARXSUM_CPU_ISA"] = before
+        cpukernels._state.clear()
+        cpukernels._state.update(saved)
+
+
+# The real-architecture cases (64-wide heads: every CPU kernel runs) also under each other instruction
+# set this CPU runs: the kernels' AVX2 build must give the same tokens as the AVX-512 one.
+OTHER_ISAS = [isa for isa in cpukernels.cpu_isas()[1:] if os.environ.get("ARXSUM_CPU_ISA", "auto") == "auto"]
+ISA_PARAMS = [pytest.param(None, id="best")] + [pytest.param(isa, id=isa) for isa in OTHER_ISAS]
 
 
 @pytest.fixture(scope="session")
@@ -457,13 +486,13 @@ def logits(model, case: LogitsCase) -> torch.Tensor:
                      decoder_input_ids=as_tensor(case.decoder_input_ids))
 
 
-def check_logits(results: dict, loaded: Loaded, case: LogitsCase, fmt: str) -> None:
+def check_logits(results: dict, loaded: Loaded, case: LogitsCase, fmt: str, isa: str | None = None) -> None:
     expected = results["logits"][case.key(fmt)]
-    summarizer = loaded.get(results, case.checkpoint, fmt)
+    summarizer = loaded.get(results, case.checkpoint, fmt, isa)
     got = logits(summarizer.model, case)
     assert got.dtype == torch.float32 and got.shape == expected["float32"].shape
     diff = (got - expected["float32"]).abs().max().item()
-    DIFFS[case.key(fmt)] = diff
+    DIFFS[case.key(fmt) + (f"/{isa}" if isa else "")] = diff
     assert diff <= LOGIT_TOL, f"max |logit difference| {diff:.3g} > {LOGIT_TOL}"
     if case.float64:
         diff64 = (logits(loaded.float64(summarizer), case) - expected["float64"]).abs().max().item()
@@ -477,9 +506,10 @@ def test_logits_equal_reference(reference, loaded, one_thread_for_tiny, case, fm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize(("case", "fmt"), case_ids(REAL_GRID["logits"]))
-def test_real_architecture_logits_equal_reference(reference_real, loaded, case, fmt):
-    check_logits(reference_real, loaded, case, fmt)
+def test_real_architecture_logits_equal_reference(reference_real, loaded, case, fmt, isa):
+    check_logits(reference_real, loaded, case, fmt, isa)
 
 
 # ---- generated token ids --------------------------------------------------------------------------------
@@ -503,9 +533,10 @@ class BeamGaps:
         monkeypatch.setattr(decoding, "_select_beams", select)
 
 
-def check_generate(results: dict, loaded: Loaded, case: GenerateCase, fmt: str, monkeypatch) -> None:
+def check_generate(results: dict, loaded: Loaded, case: GenerateCase, fmt: str, monkeypatch,
+                   isa: str | None = None) -> None:
     expected = results["generate"][case.key(fmt)]
-    summarizer = loaded.get(results, case.checkpoint, fmt)
+    summarizer = loaded.get(results, case.checkpoint, fmt, isa)
     gaps = BeamGaps(monkeypatch)
     got = beam_search(summarizer.model, as_tensor(case.input_ids), as_tensor(case.attention_mask), case.options,
                       summarizer.special)
@@ -519,9 +550,10 @@ def test_generate_equals_reference(reference, loaded, one_thread_for_tiny, monke
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize(("case", "fmt"), case_ids(REAL_GRID["generate"]))
-def test_real_architecture_generate_equals_reference(reference_real, loaded, monkeypatch, case, fmt):
-    check_generate(reference_real, loaded, case, fmt, monkeypatch)
+def test_real_architecture_generate_equals_reference(reference_real, loaded, monkeypatch, case, fmt, isa):
+    check_generate(reference_real, loaded, case, fmt, monkeypatch, isa)
 
 
 # ---- texts: the seed pipeline against Summarizer.summarize_batch --------------------------------------------
