@@ -108,15 +108,21 @@ def _references(c: canvas.Canvas, x: float, y: float) -> float:
     return _lines(c, [APPENDIX], x, y)
 
 
-def one_column(path: Path) -> PaperSpec:
-    _fonts()
-    c = canvas.Canvas(str(path), pagesize=letter)
+def _opening(c) -> float:
+    """A one-column first page down to the introduction's heading: running furniture, title block,
+    abstract; the y where the introduction's text starts."""
     _furniture(c, 1)
     y = _title_block(c, HEIGHT - 100)
     c.setFont("Vera-Bold", 11)
     c.drawCentredString(WIDTH / 2, y, "Abstract")
     y = _lines(c, ABSTRACT, 110, y - 18, 9, leading=11) - 20
-    y = _lines(c, ["1 Introduction"], 72, y, 12, "Vera-Bold") - 6
+    return _lines(c, ["1 Introduction"], 72, y, 12, "Vera-Bold") - 6
+
+
+def one_column(path: Path) -> PaperSpec:
+    _fonts()
+    c = canvas.Canvas(str(path), pagesize=letter)
+    y = _opening(c)
     y = _lines(c, INTRO, 72, y) - 24
     y = _lines(c, [CAPTION], 72, y, 9) - 24
     _lines(c, [FOOTNOTE], 72, 80, 8)
@@ -295,12 +301,7 @@ def figure_text(path: Path) -> PaperSpec:
     the word before it hyphenated; the sentence then goes on across a page break."""
     _fonts()
     c = canvas.Canvas(str(path), pagesize=letter)
-    _furniture(c, 1)
-    y = _title_block(c, HEIGHT - 100)
-    c.setFont("Vera-Bold", 11)
-    c.drawCentredString(WIDTH / 2, y, "Abstract")
-    y = _lines(c, ABSTRACT, 110, y - 18, 9, leading=11) - 20
-    y = _lines(c, ["1 Introduction"], 72, y, 12, "Vera-Bold") - 6
+    y = _opening(c)
     y = _lines(c, FIGURE_BEFORE, 72, y) - 6
     _plot(c, "plot1")
     c.saveState()

@@ -305,6 +305,16 @@ typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; u
 #define AMX_AHEAD 8192 /* bytes of a contiguous B prefetched ahead: DRAM's latency at ~14 GB/s a core */
 #endif
 
+/* Tiles 0 .. rowed-1: R rows (the sums, then the rows' pairs); the rest up to 7: 16 rows (a matrix's
+ * 16 pairs); all 64 bytes wide. Loaded at each call: torch's oneDNN loads its own into the same threads. */
+static inline void amx_config(const int R, const int rowed) {
+    tilecfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) cfg.rows[i] = (uint8_t)(i < rowed ? R : 16), cfg.colsb[i] = 64;
+    _tile_loadconfig(&cfg);
+}
+
 /* res (4, R, 16) float32 = R rows of a (n (k, k+1) pairs as uint32, rows lda apart) against B in 4
  * groups of 16 columns: row p of group j at b + j * gs + p * rs (uint32: a pair of bf16 per column).
  * n a multiple of 16. Tiles 0-3: the sums, 4: a, 5-6: B. contiguous: B's rows follow one another
@@ -312,12 +322,7 @@ typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; u
  * torch's oneDNN loads its own into the same threads. */
 static void amx_product(const int R, const uint32_t *a, int n, size_t lda, const uint32_t *b, size_t gs, size_t rs,
                         int contiguous, float *res) {
-    tilecfg_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 5; i++) cfg.rows[i] = (uint8_t)R, cfg.colsb[i] = 64;
-    cfg.rows[5] = cfg.rows[6] = 16, cfg.colsb[5] = cfg.colsb[6] = 64;
-    _tile_loadconfig(&cfg);
+    amx_config(R, 5);
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -350,12 +355,7 @@ static void amx_product(const int R, const uint32_t *a, int n, size_t lda, const
  * mask. One tile configuration for all of them (amx_product's, per 64 keys, cost ~15% of the pass),
  * q held in two tiles. Tiles 0-3: the sums, 4-5: q's pairs 0-15 and 16-31, 6-7: keys. */
 static void amx_scores(const int R, const uint32_t *q32, const uint32_t *kt, int tiles, float *raw) {
-    tilecfg_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 6; i++) cfg.rows[i] = (uint8_t)R, cfg.colsb[i] = 64;
-    cfg.rows[6] = cfg.rows[7] = 16, cfg.colsb[6] = cfg.colsb[7] = 64;
-    _tile_loadconfig(&cfg);
+    amx_config(R, 6);
     _tile_loadd(4, q32, 128);
     _tile_loadd(5, q32 + 16, 128);
     for (int t = 0; t < tiles; t++) {
