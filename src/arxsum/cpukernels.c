@@ -149,22 +149,43 @@ static inline vf vscale2(vf y, vf n) { /* n integral, -150 <= n <= 0 */
 /* exp for x <= 0 (softmax after subtracting the maximum): Cephes' expf polynomial, ~1 ulp, on
  * x = n ln2 + r with n the nearest integer (|r| <= ln2 / 2), 2^n applied by vscalefps;
  * exactly 0 below -87.3 (where float's exp underflows anyway). */
-static inline vf vexp(vf x) {
-    vi under = x < -87.33654f;
-    x = vmax(x, splat(-87.33654f));
-    vf n = vround(x * 1.44269504088896341f), fl = n;
-    x -= fl * 0.693359375f;
-    x -= fl * -2.12194440e-4f;
-    vf z = x * x;
-    vf y = splat(1.9875691500E-4f);
-    y = y * x + 8.3334519073E-3f;
-    y = y * x + 4.1665795894E-2f;
-    y = y * x + 1.6666665459E-1f;
-    y = y * x + 5.0000001201E-1f;
-    y = y * z + x + 1.0f;
-    y = vscale2(y, n);
-    return (vf)(~under & (vi)y);
+#define DEFINE_VEXP(NAME, V, VI, ROUND, SCALE2, MAX)                                            \
+    static inline V NAME(V x) {                                                                     \
+        VI under = x < -87.33654f;                                                                  \
+        x = MAX(x, (V){0} - 87.33654f);                                                             \
+        V n = ROUND(x * 1.44269504088896341f), fl = n;                                              \
+        x -= fl * 0.693359375f;                                                                     \
+        x -= fl * -2.12194440e-4f;                                                                  \
+        V z = x * x;                                                                                \
+        V y = (V){0} + 1.9875691500E-4f;                                                            \
+        y = y * x + 8.3334519073E-3f;                                                               \
+        y = y * x + 4.1665795894E-2f;                                                               \
+        y = y * x + 1.6666665459E-1f;                                                               \
+        y = y * x + 5.0000001201E-1f;                                                               \
+        y = y * z + x + 1.0f;                                                                       \
+        y = SCALE2(y, n);                                                                           \
+        return (V)(~under & (VI)y);                                                                 \
+    }
+DEFINE_VEXP(vexp, vf, vi, vround, vscale2, vmax)
+/* the same in the machine's own registers (vn): vexp itself with AVX-512, 8 floats with AVX2, where
+ * GCC compiles vf's 16-float code poorly (the cross-attention's softmax ran at half speed) */
+#if defined(__AVX512F__)
+#define vexpn vexp
+#define vmaxn vmax
+#else
+typedef int32_t vni __attribute__((vector_size(VN * 4)));
+static inline vn vmaxn(vn a, vn b) { vni m = a > b; return (vn)((m & (vni)a) | (~m & (vni)b)); }
+static inline vn vroundn(vn x) {
+    volatile float shift = 12582912.0f;
+    vn s = (vn){0} + shift;
+    return (x + s) - s;
 }
+static inline vn vscale2n(vn y, vn n) {
+    vni i = __builtin_convertvector(n, vni), h = i / 2;
+    return (y * (vn)((h + 127) << 23)) * (vn)((i - h + 127) << 23);
+}
+DEFINE_VEXP(vexpn, vn, vni, vroundn, vscale2n, vmaxn)
+#endif
 /* 2^x for x <= 0, ~1 ulp: Cephes' exp2f polynomial on x = n + f (|f| <= 1/2), 2^n applied by
  * vscalefps; exactly 0 below -150, where float's 2^x rounds to 0 anyway. */
 static inline vf vexp2(vf x) {
@@ -196,6 +217,20 @@ static inline float hmax(vf v) {
     float m = v[0];
     for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
     return m;
+}
+static inline float hmaxn(vn v) {
+    float m = v[0];
+    for (int i = 1; i < VN; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+static inline float hsumn(vn v) {
+#if defined(__AVX512F__)
+    return hsum(v);
+#else
+    float t = 0.f;
+    for (int i = 0; i < VN; i++) t += v[i];
+    return t;
+#endif
 }
 
 /* sc[0..n) <- exp(sc - mx): the softmax numerators, in place, mx being the row's maximum; returns
@@ -571,9 +606,9 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             const float *mf = mask_f32 + (size_t)b * S;
             const char *kp = (const char *)kt + (size_t)bh * tiles * TILE * D * es;
             /* scores (R, S) = q K^T + mask, and each row's maximum */
-            vf mx[MAXR];
+            vn mx[MAXR]; /* the machine's own registers (vn) in the loops over S below: see vexpn */
             float mxt[MAXR];
-            for (int r = 0; r < R; r++) mx[r] = splat(-3.4028234663852886e38f), mxt[r] = -3.4028234663852886e38f;
+            for (int r = 0; r < R; r++) mx[r] = (vn){0} - 3.4028234663852886e38f, mxt[r] = -3.4028234663852886e38f;
 #if HAVE_AMX
             if (raw) amx_scores(R, (const uint32_t *)qp, (const uint32_t *)kp, tiles, raw);
 #endif
@@ -584,10 +619,10 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                 for (int r = 0; r < R; r++) {
                     float *dst = scores + (size_t)r * S + s0;
                     int j = 0;
-                    for (; j + 16 <= n; j += 16) {
-                        vf y = load_f32(rf + r * TILE + j) * unit + load_f32(mf + s0 + j);
-                        store_f32(dst + j, y);
-                        mx[r] = vmax(mx[r], y);
+                    for (; j + VN <= n; j += VN) {
+                        vn y = loadn_f32(rf + r * TILE + j) * unit + loadn_f32(mf + s0 + j);
+                        *(vn_u *)(dst + j) = y;
+                        mx[r] = vmaxn(mx[r], y);
                     }
                     for (; j < n; j++) {
                         dst[j] = rf[r * TILE + j] * unit + mf[s0 + j];
@@ -598,15 +633,16 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             /* P V, XCHUNK keys at a time: each chunk's numerators exp(score - max) computed just before
              * its values are read, so that the softmax overlaps the values' stream; the sums and their
              * order are those of the whole rows (blocks of 4 x BLOCK keys or 2 x BLOCK pairs) */
-            vf tot[MAXR][4], sum[MAXR];
+            vf tot[MAXR][4];
+            vn sum[MAXR];
             float row_max[MAXR];
             for (int r = 0; r < R; r++) {
-                const float m = hmax(mx[r]);
+                const float m = hmaxn(mx[r]);
                 row_max[r] = m > mxt[r] ? m : mxt[r];
-                sum[r] = (vf){0};
+                sum[r] = (vn){0};
                 for (int j = 0; j < 4; j++) tot[r][j] = (vf){0};
             }
-            float tail[MAXR] = {0}; /* the numerators past the last whole 16 */
+            float tail[MAXR] = {0}; /* the numerators past the last whole VN */
             for (int c0 = 0; c0 < S; c0 += XCHUNK) {
                 const int n = S - c0 < XCHUNK ? S - c0 : XCHUNK;
                 for (int r = 0; r < R; r++) {
@@ -620,11 +656,19 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
                         store_bf16x2(pr + j, e0, e1);
                     }
 #endif
-                    for (; j + 16 <= n; j += 16) {
-                        vf x = load_f32(sr + j) - row_max[r], e = dp ? vexp2(x) : vexp(x);
+                    for (; j + VN <= n; j += VN) {
+                        vn x = loadn_f32(sr + j) - row_max[r], e;
+#if HAVE_DP
+                        if (dp) {
+                            e = vexp2(x);
+                            store_bf16(pr + j, e);
+                        } else
+#endif
+                        {
+                            e = vexpn(x);
+                            *(vn_u *)(sr + j) = e;
+                        }
                         sum[r] += e;
-                        if (dp) store_bf16(pr + j, e);
-                        else store_f32(sr + j, e);
                     }
                     for (; j < n; j++) {
                         vf x = splat(sr[j] - row_max[r]);
@@ -643,7 +687,7 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             }
             char *op = (char *)out + (size_t)bh * R * D * es;
             for (int r = 0; r < R; r++) {
-                const float inv = 1.0f / (hsum(sum[r]) + tail[r]);
+                const float inv = 1.0f / (hsumn(sum[r]) + tail[r]);
                 for (int j = 0; j < 4; j++) vstore(op, (size_t)r * D + 16 * j, tot[r][j] * inv, bf16);
             }
         }
