@@ -36,7 +36,7 @@ def measure(threads: int | None = None, quick: bool = False) -> dict:
     if kernels is not None:
         size = STREAM_BYTES // 8 if quick else STREAM_BYTES
         x = torch.ones(size // 4)
-        out["stream_gbs"] = size / _best(lambda: kernels.stream_sum(x), 5) / 1e9
+        out["stream_gbs"] = size / _best_s(lambda: kernels.stream_sum(x), 5) / 1e9
         del x
     else:
         out["stream_gbs"] = None
@@ -52,20 +52,16 @@ def measure(threads: int | None = None, quick: bool = False) -> dict:
         if PackedWeight.supported(dtype):
             packed = PackedWeight(w)
             candidates.append(lambda a=a, p=packed: torch.ops.mkldnn._linear_pointwise(a, p.tensor, None, "none", [], ""))
-        best = min(_best(fn, 4) for fn in candidates)
+        best = min(_best_s(fn, 4) for fn in candidates)
         out["gemm_gflops"][str(dtype).removeprefix("torch.")] = flop / best / 1e9
     out["start_s"] = min(_start_s() for _ in range(1 if quick else 3))
     return out
 
 
-def _best(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def _best_s(fn, runs: int) -> float:
+    from arxsum.cpuplan import best_ms
+
+    return best_ms(fn, runs) / 1e3
 
 
 def _start_s() -> float:

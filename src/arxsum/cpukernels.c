@@ -121,8 +121,10 @@ static inline uint16_t f32_to_bf16(float f) {
 }
 static inline vf splat(float x) { return (vf){0} + x; }
 #define LOG2E 1.4426950408889634f
-static inline vf vmax(vf a, vf b) { vi m = a > b; return (vf)((m & (vi)a) | (~m & (vi)b)); }
-static inline vf vmin(vf a, vf b) { vi m = a < b; return (vf)((m & (vi)a) | (~m & (vi)b)); }
+#define DEFINE_SELECT(NAME, V, VI, OP) \
+    static inline V NAME(V a, V b) { VI m = a OP b; return (V)((m & (VI)a) | (~m & (VI)b)); }
+DEFINE_SELECT(vmax, vf, vi, >)
+DEFINE_SELECT(vmin, vf, vi, <)
 
 /* The only instructions that differ between the builds (one source, compiled per instruction set:
  * AVX-512, or AVX2 + FMA where vf, 16 floats, is two 8-float registers): rounding to the nearest
@@ -135,15 +137,18 @@ static inline vf vround(vf x) {
 }
 static inline vf vscale2(vf y, vf n) { return (vf)_mm512_scalef_ps((__m512)y, (__m512)n); }
 #else
-static inline vf vround(vf x) {
-    volatile float shift = 12582912.0f; /* read at run time: no constant folding of x + s - s */
-    vf s = splat(shift);
-    return (x + s) - s;
-}
-static inline vf vscale2(vf y, vf n) { /* n integral, -150 <= n <= 0 */
-    vi i = __builtin_convertvector(n, vi), h = i / 2;
-    return (y * (vf)((h + 127) << 23)) * (vf)((i - h + 127) << 23);
-}
+/* n integral, -150 <= n <= 0; the shift read at run time: no constant folding of x + s - s */
+#define DEFINE_ROUND_SCALE2(ROUND, SCALE2, V, VI)                                    \
+    static inline V ROUND(V x) {                                                     \
+        volatile float shift = 12582912.0f;                                          \
+        V s = (V){0} + shift;                                                        \
+        return (x + s) - s;                                                          \
+    }                                                                                \
+    static inline V SCALE2(V y, V n) {                                               \
+        VI i = __builtin_convertvector(n, VI), h = i / 2;                            \
+        return (y * (V)((h + 127) << 23)) * (V)((i - h + 127) << 23);                \
+    }
+DEFINE_ROUND_SCALE2(vround, vscale2, vf, vi)
 #endif
 
 /* exp for x <= 0 (softmax after subtracting the maximum): Cephes' expf polynomial, ~1 ulp, on
@@ -174,16 +179,8 @@ DEFINE_VEXP(vexp, vf, vi, vround, vscale2, vmax)
 #define vmaxn vmax
 #else
 typedef int32_t vni __attribute__((vector_size(VN * 4)));
-static inline vn vmaxn(vn a, vn b) { vni m = a > b; return (vn)((m & (vni)a) | (~m & (vni)b)); }
-static inline vn vroundn(vn x) {
-    volatile float shift = 12582912.0f;
-    vn s = (vn){0} + shift;
-    return (x + s) - s;
-}
-static inline vn vscale2n(vn y, vn n) {
-    vni i = __builtin_convertvector(n, vni), h = i / 2;
-    return (y * (vn)((h + 127) << 23)) * (vn)((i - h + 127) << 23);
-}
+DEFINE_SELECT(vmaxn, vn, vni, >)
+DEFINE_ROUND_SCALE2(vroundn, vscale2n, vn, vni)
 DEFINE_VEXP(vexpn, vn, vni, vroundn, vscale2n, vmaxn)
 #endif
 /* 2^x for x <= 0, ~1 ulp: Cephes' exp2f polynomial on x = n + f (|f| <= 1/2), 2^n applied by
@@ -353,8 +350,7 @@ static inline void amx_config(const int R, const int rowed) {
 /* res (4, R, 16) float32 = R rows of a (n (k, k+1) pairs as uint32, rows lda apart) against B in 4
  * groups of 16 columns: row p of group j at b + j * gs + p * rs (uint32: a pair of bf16 per column).
  * n a multiple of 16. Tiles 0-3: the sums, 4: a, 5-6: B. contiguous: B's rows follow one another
- * (gs = 16, rs = 64), prefetched AMX_AHEAD bytes ahead. The tile configuration is loaded at each call:
- * torch's oneDNN loads its own into the same threads. */
+ * (gs = 16, rs = 64), prefetched AMX_AHEAD bytes ahead. */
 static void amx_product(const int R, const uint32_t *a, int n, size_t lda, const uint32_t *b, size_t gs, size_t rs,
                         int contiguous, float *res) {
     amx_config(R, 5);
@@ -1190,8 +1186,7 @@ float stream_sum(const float *p, size_t n) {
             const float *q = p + i * 4 * VN;
             for (int j = 0; j < 4; j++) acc[j] += loadn_f32(q + VN * j);
         }
-        vn s = acc[0] + acc[1] + acc[2] + acc[3];
-        for (int j = 0; j < VN; j++) total += s[j];
+        total += hsumn(acc[0] + acc[1] + acc[2] + acc[3]);
     }
     return total;
 }

@@ -74,7 +74,7 @@ def load() -> CpuKernels | None:
                 kernels = CpuKernels(ctypes.CDLL(str(path)), isa)
             except (OSError, AttributeError) as e:  # a damaged or foreign file where the library should be
                 raise Unavailable(f"cannot load {path}: {e}") from None
-            kernels.set_amx(os.environ.get("ARXSUM_CPU_AMX", "1") != "0")
+            kernels.set_amx(True)  # where built in and granted; cpuplan measures whether it is kept
             kernels.self_check()
             _state["kernels"], _state["reason"] = kernels, None
         except Unavailable as e:
@@ -85,8 +85,6 @@ def load() -> CpuKernels | None:
 def unavailable_reason() -> str | None:
     load()
     return _state["reason"]
-
-
 
 
 def _build(isa: str | None = None) -> Path:

@@ -54,9 +54,6 @@ class CpuPlan:
     def choices(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in PHASES}
 
-    def describe(self) -> str:
-        return ", ".join(f"{k} {v}" for k, v in self.choices().items() if v != "-")
-
 
 def apply(model, kernels, plan: CpuPlan) -> None:
     """Route the model's phases as the plan says (kernels: cpukernels.CpuKernels)."""
@@ -70,10 +67,9 @@ def plan_for(model, kernels, notify: Callable[[str], None] | None = None) -> Cpu
     """The plan for this model on this machine: forced, saved, or measured now (and saved)."""
     forced = forced_choices()
     dtype = model.final_logits_bias.dtype
-    pairs = kernels.can_amx and dtype == torch.bfloat16
-    if not pairs:
+    if not (kernels.can_amx and dtype == torch.bfloat16):
         forced["bf16_products"] = "-"
-    elif kernels.amx is False and "bf16_products" not in forced and not kernels.set_amx(True):
+    elif not kernels.set_amx(True):
         forced["bf16_products"] = "avx512-bf16"  # built with AMX, but the OS does not grant it
     if set(forced) >= set(PHASES):
         return CpuPlan(**forced, how="forced")
@@ -156,7 +152,8 @@ def _write(path: Path, plan: CpuPlan, model, kernels) -> None:
 
 # ---- measuring --------------------------------------------------------------------------------------
 
-def _best_ms(fn: Callable[[], object], runs: int) -> float:
+def best_ms(fn: Callable[[], object], runs: int) -> float:
+    """The fastest of `runs` calls after a warm-up, in ms."""
     fn()  # warm-up: first-touch pages, oneDNN's primitive cache
     times = []
     for _ in range(runs):
@@ -212,8 +209,8 @@ def _time_phases(model, hidden, key_mask, step_hidden) -> dict[str, float]:
     from arxsum.model import EncoderOutput
 
     attention = model.model.encoder.layers[0].self_attn
-    out = {"encoder_attention": _best_ms(lambda: attention.context(hidden, key_mask), 1),
-           "lm_head": _best_ms(lambda: model.logits(step_hidden), 3)}
+    out = {"encoder_attention": best_ms(lambda: attention.context(hidden, key_mask), 1),
+           "lm_head": best_ms(lambda: model.logits(step_hidden), 3)}
     rows = step_hidden.shape[0]
     enc = EncoderOutput(hidden=hidden, mask=torch.ones(hidden.shape[:2], dtype=torch.long))
     state = DecoderState.from_encoding(model, enc, rows, 16)
