@@ -320,13 +320,83 @@ def figure_text(path: Path) -> PaperSpec:
                      noise=[*FIGURE_LABELS, "model A", "plot, which", "cited work"])
 
 
+DRAWN_BEFORE = [
+    "The second paragraph runs on as usual, and the shift of the lines in the",
+    "spectrum is large enough that it can only be ac-",
+]
+DRAWN_AFTER = ["counted for by the Doppler effect of the source, which we take up next."]
+DRAWN_LABELS = ["angular separation [arcsec]", "mean response length (tokens)", "model B"]
+FRAMED = ["Theorem 1. Every line of prose set inside a frame or between", "the rules of a box stays in the body."]
+RULED = ["The steps set between the rules of an algorithm box stay", "in the body as well, and so does"]
+UNDERLINED = "this underlined line of running text."
+DRAWN_TEXT = ("The second paragraph runs on as usual, and the shift of the lines in the spectrum is large "
+              "enough that it can only be accounted for by the Doppler effect of the source, which we take up "
+              "next. " + " ".join(FRAMED) + " " + " ".join(RULED) + " " + UNDERLINED)
+
+
+def _drawn_plot(c: canvas.Canvas, x: float, y: float) -> None:
+    """A plot drawn straight into the page (as TikZ/pgfplots and EPS figures are): an axes frame,
+    ticks, a curve of short strokes, markers, a legend with its swatch, and labels at the body's
+    size set where pgfplots sets them: tick labels below the axes, the axis label 2 ems under them."""
+    width, height = 300, 110
+    c.rect(x, y, width, height)
+    for i in range(7):  # ticks on both axes
+        c.line(x + 50 * i, y, x + 50 * i, y + 4)
+        c.line(x, y + 18 * i, x + 4, y + 18 * i)
+    points = [(x + 5 * i, y + 55 + 40 * ((i % 12) / 12 - 0.5)) for i in range(60)]
+    path = c.beginPath()
+    path.moveTo(*points[0])
+    for p in points[1:]:
+        path.lineTo(*p)
+    c.drawPath(path)
+    for px, py in points[::10]:  # markers
+        c.circle(px, py, 1.5, fill=1)
+    c.line(x + 150, y + 95, x + 170, y + 95)  # the legend's swatch
+    c.setFont("Vera", 10)
+    for i, tick in enumerate(["0", "10", "20", "30"]):
+        c.drawString(x - 3 + 100 * i, y - 11, tick)
+    c.drawCentredString(x + width / 2, y - 24, DRAWN_LABELS[0])
+    c.drawString(x + 175, y + 92, DRAWN_LABELS[1])
+    c.drawString(x + 175, y + 80, DRAWN_LABELS[2])
+
+
+def figure_drawn(path: Path) -> PaperSpec:
+    """A vector plot drawn with path operators in the page's own content (no form XObject) inside
+    a sentence whose word before it is hyphenated; then prose that drawings must not take away:
+    a framed theorem (a rounded box), an algorithm box (rules above, between and below), a rule
+    above a paragraph and an underlined line."""
+    _fonts()
+    c = canvas.Canvas(str(path), pagesize=letter)
+    y = _opening(c)
+    y = _lines(c, DRAWN_BEFORE, 72, y) - 46
+    _drawn_plot(c, 110, y - 110)
+    y = _lines(c, ["Figure 1: A plot drawn on the page, which the body does not read."], 72, y - 148, 9) - 18
+    y = _lines(c, DRAWN_AFTER, 72, y) - 14
+    c.roundRect(66, y - 18, 480, 30, 6)
+    y = _lines(c, FRAMED, 72, y) - 14
+    for dy in (12, 0, -28):  # an algorithm box's rules
+        c.line(66, y + dy, 546, y + dy)
+    y = _lines(c, RULED, 72, y - 10)
+    c.line(72, y - 2, 252, y - 2)  # an underline
+    _lines(c, [UNDERLINED], 72, y)
+    c.showPage()
+    _furniture(c, 2)
+    y = _lines(c, ["A last paragraph ends the paper here."], 72, HEIGHT - 90) - 16
+    _references(c, 72, y)
+    c.showPage()
+    c.save()
+    return PaperSpec(path, sections=["1 Introduction"], body=DRAWN_TEXT + " A last paragraph ends the paper here.",
+                     noise=[*DRAWN_LABELS, "drawn on the page", "cited work"])
+
+
 def build_all(directory: Path) -> dict[str, PaperSpec]:
     return {"one_column": one_column(directory / "one-column.pdf"),
             "two_column": two_column(directory / "two-column.pdf"),
             "ieee_like": ieee_like(directory / "ieee-like.pdf"),
             "tex_fonts": tex_fonts(directory / "tex-fonts.pdf"),
             "hyphens": hyphens(directory / "hyphens.pdf"),
-            "figure_text": figure_text(directory / "figure-text.pdf")}
+            "figure_text": figure_text(directory / "figure-text.pdf"),
+            "figure_drawn": figure_drawn(directory / "figure-drawn.pdf")}
 
 
 # --- PDFs written by hand: fonts as old TeX PDFs have them ---------------------------------------

@@ -391,6 +391,87 @@ def test_text_inside_a_figure_is_dropped_and_the_sentence_rejoined(generated):
         assert noise not in doc.body
 
 
+def test_text_of_a_plot_drawn_on_the_page_is_dropped(generated):
+    """A plot drawn with path operators in the page's own content (TikZ, pgfplots, flattened EPS),
+    its tick, axis and legend labels at the body's size inside a hyphenated sentence; a framed
+    theorem, an algorithm box's rules and an underline on the same page take no prose away."""
+    spec = generated["figure_drawn"]
+    doc = extract(spec.path.read_bytes(), spec.path.name)
+    assert " ".join(doc.body.split()) == spec.body
+    assert doc.dropped["text inside figures lines"] == 7  # 4 tick labels, the axis label, 2 legend entries
+    for noise in spec.noise:
+        assert noise not in doc.body
+
+
+def _drawing(ops: list[tuple[bytes, list[float]]], cm=(1, 0, 0, 1, 0, 0)):
+    from arxsum.drawing import Drawing
+
+    drawing = Drawing()
+    for operator, operands in ops:
+        drawing.before(operator, operands, list(cm))
+    return drawing.marks
+
+
+def test_drawing_regions_are_plots_not_rules_or_frames():
+    from arxsum.drawing import figure_regions
+
+    rules = [(b"re", [72, 700, 468, 0.4]), (b"f", []), (b"m", [72, 650]), (b"l", [540, 650]), (b"S", []),
+             (b"re", [100, 600, 40, 0.5]), (b"f", [])]  # table rules, a fraction bar
+    frame = [(b"re", [70, 400, 472, 60]), (b"S", [])]  # a boxed equation, a framed theorem
+    rounded = [(b"m", [80, 300]), *[(b"c", [0, 0, 1, 1, 80 + i, 300 + i]) for i in range(4)], (b"h", []), (b"S", [])]
+    clip = [(b"re", [0, 0, 612, 792]), (b"W", []), (b"n", [])]
+    assert figure_regions(_drawing(rules + frame + rounded + clip), 612, 792) == []
+    ticks = [op for i in range(8) for op in ((b"m", [100 + 20 * i, 100]), (b"l", [100 + 20 * i, 104]))]
+    curve = [(b"m", [100, 120]), *[(b"l", [100 + 3 * i, 120 + (i % 5)]) for i in range(1, 40)], (b"S", [])]
+    axes = [(b"re", [100, 100, 160, 80]), (b"S", [])]
+    (plot,) = figure_regions(_drawing(axes + ticks + [(b"S", [])] + curve), 612, 792)
+    assert (plot.x0, plot.y0, plot.x1, plot.y1) == (100, 100, 260, 180) and plot.details >= 40
+    scaled = _drawing(axes + ticks + [(b"S", [])], cm=(0.5, 0, 0, 0.5, 10, 20))  # under cm: page space
+    assert (scaled[0].x0, scaled[0].y0, scaled[0].x1, scaled[0].y1) == (60, 70, 140, 110)
+    page = [(b"m", [10, 10]), *[(b"l", [10 + 7 * i, 10 + 9 * (i % 2)]) for i in range(1, 90)], (b"S", []),
+            (b"m", [10, 780]), (b"l", [600, 10]), (b"S", [])]
+    assert figure_regions(_drawing(page), 612, 792) == []  # a drawing over most of the page: a background
+
+
+def test_drawing_regions_of_images_and_forms():
+    from pypdf.generic import ArrayObject, DictionaryObject, FloatObject, NameObject
+
+    from arxsum.drawing import Drawing, figure_regions
+
+    def xobject(subtype, **entries):
+        d = DictionaryObject({NameObject("/Subtype"): NameObject(subtype)})
+        d.update({NameObject(f"/{k}"): v for k, v in entries.items()})
+        return d
+
+    bbox = ArrayObject([FloatObject(v) for v in (0, 0, 200, 100)])
+    drawing = Drawing(DictionaryObject({NameObject("/Im1"): xobject("/Image"), NameObject("/Fm1"): xobject(
+        "/Form", BBox=bbox)}))
+    drawing.before(b"Do", [NameObject("/Im1")], [150, 0, 0, 100, 72, 500])  # an image, 150 x 100 pt
+    drawing.before(b"Do", [NameObject("/Im1")], [8, 0, 0, 8, 300, 700])  # an icon
+    drawing.before(b"Do", [NameObject("/Fm1")], [1, 0, 0, 1, 300, 200], 4)  # a form: the 5th drawing
+    regions = figure_regions(drawing.marks, 612, 792)
+    assert [(r.x0, r.y0, r.x1, r.y1) for r in regions] == [(72, 500, 222, 600), (300, 200, 500, 300)]
+    assert drawing.marks[-1].form == 5
+    assert len(figure_regions(drawing.marks, 612, 792, skip_forms={5})) == 1  # a page wrapped in a form
+
+
+def test_prose_inside_a_figure_region_stays():
+    from arxsum.drawing import Mark
+    from arxsum.pdftext import FIGURE_TEXT, Fragment, Line, mark_figure_text
+
+    region = Mark(60, 300, 550, 500, details=50)
+    prose = Line(0, [Fragment(72, 400, 10, "Vera", "a paragraph beside the edge of a drawing goes on with many words")])
+    label = Line(0, [Fragment(200, 400, 10, "Vera", "mean response length")])
+    below = Line(0, [Fragment(200, 285, 10, "Vera", "angular separation [arcsec]")])
+    caption = Line(0, [Fragment(72, 285, 9, "Vera", "Figure 2: The plot")])
+    sentence = Line(0, [Fragment(200, 285, 10, "Vera", "which ends here.")])
+    far = Line(0, [Fragment(200, 250, 10, "Vera", "a short line")])
+    heading = Line(0, [Fragment(72, 285, 12, "Vera-Bold", "3 Results")])
+    lines = [prose, label, below, caption, sentence, far, heading]
+    mark_figure_text(lines, [region])
+    assert [ln.furniture == FIGURE_TEXT for ln in lines] == [False, True, True, False, False, False, False]
+
+
 def test_max_pages(generated):
     doc = extract(generated["two_column"].path.read_bytes(), "x.pdf", max_pages=1)
     assert doc.pages == 1

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from arxsum.drawing import Drawing, Mark, figure_regions
 from arxsum.fontenc import install_tex_maps, tex_encoding
 
 # Font names (after the subset prefix) that only set mathematics: Computer Modern / Latin Modern
@@ -51,6 +52,13 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # A form XObject drawn with this much text or more is the page itself wrapped up (some PDF tools
 # do that), not an included graphic; the largest plot of the sample papers holds ~130 characters.
 FORM_PAGE_TEXT = 3000
+# Short lines this close to a figure's region (in ems of their size) are its tick and axis labels:
+# pgfplots sets an axis label about 2 ems outside the axes; text is set at least \intextsep away.
+LABEL_MARGIN = 2.5
+LABEL_WORDS = 6
+CAPTION_START = re.compile(r"^(fig(ure)?|table|tab|algorithm)\.?\s*[A-Z]?\d", re.IGNORECASE)
+SECTION_START = re.compile(r"^(\d{1,2}(\.\d{1,2})*\.?|[IVX]{1,5}\.)\s+[A-Z][a-z]")
+PROSE_WORDS = 10  # a line of this many words inside a figure's region is running text, not a label
 ROTATED = "rotated text fragments (arXiv stamp)"
 CONTROLS = "control characters"
 FIGURE_TEXT = "text inside figures"  # a Line.furniture value: counted as "text inside figures lines"
@@ -164,9 +172,9 @@ def _math_flags(fragments: list[Fragment], base: float, base_size: float) -> lis
     return flags
 
 
-def page_fragments(page) -> tuple[list[Fragment], Counter]:
-    """The page's text fragments in content-stream order, and counts of what was left out of them
-    (rotated fragments, control characters).
+def page_fragments(page) -> tuple[list[Fragment], Counter, list[Mark]]:
+    """The page's text fragments in content-stream order, counts of what was left out of them
+    (rotated fragments, control characters), and the regions its figures cover (`drawing`).
 
     TeX-encoded fonts that pypdf cannot decode are given their encoding's map first (`fontenc`).
     Text smaller than MIN_SIZE is invisible (the LaTeX source that latexit embeds in figures) and
@@ -177,6 +185,7 @@ def page_fragments(page) -> tuple[list[Fragment], Counter]:
     dropped: Counter[str] = Counter()
     install_tex_maps(page)
     forms = FormTracker()
+    drawing = Drawing(_xobjects(page))
 
     def visit(text, cm, tm, font_dict, font_size):
         if not text or not text.strip():
@@ -196,19 +205,35 @@ def page_fragments(page) -> tuple[list[Fragment], Counter]:
         if text.strip():
             fragments.append(Fragment(m[4], m[5], font_size * scale, font, text, forms.current))
 
-    page.extract_text(visitor_text=visit, visitor_operand_before=forms.before, visitor_operand_after=forms.after)
+    def before(operator, operands, cm, tm):
+        if not forms.stack:  # the page's own operators: a form's are its graphic's
+            drawing.before(operator, operands, cm, forms.drawings)
+        forms.before(operator, operands, cm, tm)
+
+    page.extract_text(visitor_text=visit, visitor_operand_before=before, visitor_operand_after=forms.after)
     in_form: Counter[int] = Counter()
     for f in fragments:
         if f.form is not None:
             in_form[f.form] += len(f.text)
+    wrapped = {form for form, chars in in_form.items() if chars >= FORM_PAGE_TEXT}
     for f in fragments:
-        if f.form is not None and in_form[f.form] >= FORM_PAGE_TEXT:
+        if f.form in wrapped:
             f.form = None
+    box = page.mediabox
+    regions = figure_regions(drawing.marks, float(box.width), float(box.height), wrapped)
     dropped = +dropped  # no zero counts
     visible = [f for f in fragments if f.size >= MIN_SIZE]
     if sum(len(f.text) for f in visible) < 0.1 * sum(len(f.text) for f in fragments):
-        return [f for f in fragments if f.size > 0], dropped  # no readable size anywhere: keep all
-    return visible, dropped
+        return [f for f in fragments if f.size > 0], dropped, regions  # no readable size anywhere: keep all
+    return visible, dropped, regions
+
+
+def _xobjects(page):
+    """The page's /XObject resources, or None."""
+    try:
+        return page["/Resources"].get_object()["/XObject"].get_object()
+    except (KeyError, TypeError, AttributeError):
+        return None
 
 
 class FormTracker:
@@ -398,12 +423,12 @@ def read_lines(reader, limit: int) -> tuple[list[Line], Counter, int]:
     for i in range(limit):
         page = reader.pages[i]
         try:
-            fragments, skipped = page_fragments(page)
+            fragments, skipped, regions = page_fragments(page)
         except Exception:  # noqa: BLE001 - pypdf fails in many ways on a damaged page; skip it
             unreadable += 1
             continue
         dropped += skipped
-        pages.append(mark_figure_text(group_lines(fragments, page=i)))
+        pages.append(mark_figure_text(group_lines(fragments, page=i), regions))
         heights.append(float(page.mediabox.top))
         widths.append(float(page.mediabox.width))
     columns = column_starts(pages, widths)
@@ -412,14 +437,45 @@ def read_lines(reader, limit: int) -> tuple[list[Line], Counter, int]:
     return [ln for lines in pages for ln in lines], dropped, unreadable
 
 
-def mark_figure_text(lines: list[Line]) -> list[Line]:
-    """Lines drawn (mostly) inside an included graphic are its labels, ticks and legends."""
+def mark_figure_text(lines: list[Line], regions: list[Mark] | None = None) -> list[Line]:
+    """Lines drawn (mostly) inside an included graphic, or inside the region of a figure drawn on
+    the page itself, are its labels, ticks and legends; so are short label-like lines just around
+    such a region (tick and axis labels sit outside the axes). A line of prose inside a region
+    stays: a paragraph beside a drawing's edge, a diagram's long sentence."""
     for ln in lines:
         chars = sum(len(f.text.strip()) for f in ln.fragments)
         inside = sum(len(f.text.strip()) for f in ln.fragments if f.form is not None)
-        if chars and inside > 0.5 * chars:
+        if not chars:
+            continue
+        if inside > 0.5 * chars or regions and _in_figure_region(ln, regions, chars):
             ln.furniture = FIGURE_TEXT
     return lines
+
+
+def _in_figure_region(line: Line, regions: list[Mark], chars: int) -> bool:
+    if _prose_line(line):
+        return False
+    if _in_regions(line, regions, 1.0) > 0.5 * chars:
+        return True
+    return _label_like(line) and _in_regions(line, regions, LABEL_MARGIN * line.size) > 0.5 * chars
+
+
+def _in_regions(line: Line, regions: list[Mark], margin: float) -> int:
+    """How many of the line's characters are drawn inside one of the regions, grown by `margin`."""
+    return sum(len(f.text.strip()) for f in line.fragments
+               if any(r.holds(f.x, f.y, margin) and r.holds(f.est_end, f.y, margin) for r in regions))
+
+
+def _prose_line(line: Line) -> bool:
+    return len(re.findall(r"[^\W\d_]{2,}", line.text)) >= PROSE_WORDS
+
+
+def _label_like(line: Line) -> bool:
+    """A tick, axis label or legend: a few words that end no sentence and start no caption or
+    section (a heading set right after a figure)."""
+    text = line.text.strip()
+    return len(text.split()) <= LABEL_WORDS and not text.endswith((".", ":", ";", ",", "?", "!")) \
+        and not CAPTION_START.match(text) and not SECTION_START.match(text) and not line.bold
 
 
 def column_starts(pages: list[list[Line]], widths: list[float]) -> list[float | None]:
