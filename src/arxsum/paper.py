@@ -47,6 +47,16 @@ COMPOUND_FIRST = frozenset(
 # after one is TeX's unless the paper writes the hyphenated form.
 JOINING_PREFIXES = frozenset("inter intra super hyper micro macro over under counter trans multi poly mono "
                              "para meta extra ultra auto".split())
+# Words of scientific prose written closed up from two words ("further-" / "more"): without the
+# paper's evidence, TeX's break inside one of them is not a compound's hyphen.
+CLOSED_COMPOUNDS = frozenset(
+    "furthermore moreover nevertheless nonetheless therefore thereby whereby wherein whereas however "
+    "whatever whenever wherever within without throughout another become overall outperform outperforms "
+    "outperformed framework frameworks benchmark benchmarks dataset datasets baseline baselines workflow "
+    "workflows itself themselves something sometimes somewhat everything everywhere anyone online offline "
+    "feedback worldwide lifetime timescale timescales upon into onto hereafter meanwhile likewise "
+    "otherwise elsewhere nowadays notwithstanding".split()
+)
 COMPOUND_SECOND = frozenset(
     "known based like scale order level free time wise specific dependent invariant end art "
     "off up step shot trained driven aware dimensional defined world class valued loop "
@@ -323,7 +333,7 @@ def drop_floats_and_small_print(lines: list[Line], body_size: float, page_height
         elif caption is not None and _next_line_of(caption, ln):
             caption = ln
             parts.dropped["caption lines"] += 1
-        elif ln.size < SMALL_PRINT * body_size and not _mostly_math(ln):
+        elif ln.size < SMALL_PRINT * body_size and not _mostly_math(ln) and not _has_body_text(ln, body_size):
             parts.dropped["footnote lines" if ln.y < 0.3 * page_height else "small print lines"] += 1
         elif not is_prose(ln, margins[(ln.page, ln.column)]):
             parts.dropped["figure and table text lines"] += 1
@@ -355,6 +365,13 @@ def _starts_block(prev: Line | None, line: Line) -> bool:
 def _next_line_of(above: Line, line: Line) -> bool:
     gap = _gap(above, line)
     return gap is not None and 0 < gap <= 1.45 * line.size
+
+
+def _has_body_text(line: Line, body_size: float) -> bool:
+    """A run of words at the body's size: a line of running text whose smaller typewriter or
+    small-caps pieces (a URL, a file name) carry most of its characters is no small print."""
+    return any(not f.is_math and f.size >= SMALL_PRINT * body_size and len(re.findall(r"[^\W\d_]", f.text)) >= 8
+               for f in line.fragments)
 
 
 def _mostly_math(line: Line) -> bool:
@@ -465,6 +482,8 @@ class Evidence:
         broken_above = False
         for ln in lines:
             tokens = clean(ln.text).split()
+            if not any(c.isalpha() for c in ln.text):
+                continue  # a line number of a review copy's ruler, between a line and its next
             broken_here = bool(tokens) and tokens[-1].endswith("-")
             for tok in tokens[1 if broken_above else 0: len(tokens) - broken_here]:
                 word = tok.strip(WORD_EDGES).lower()
@@ -532,6 +551,8 @@ def keep_hyphen(first: str, second: str, evidence: Evidence) -> bool:
     if kept or closed:
         return kept >= closed
     if evidence.model_words is not None and a + b in evidence.model_words:
+        return False
+    if a + b in CLOSED_COMPOUNDS:
         return False
     if len(a) < 2 or len(b) < 3:
         return True  # TeX leaves at least 2 letters before its break and 3 after: "x-axis"
