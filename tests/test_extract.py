@@ -367,6 +367,47 @@ def test_keep_hyphen_rules():
     assert keep_hyphen("co", "operation", with_model)  # the paper's own words come first
 
 
+def test_hyphens_across_a_review_copys_ruler_and_closed_compounds():
+    """A ruler's line number drawn between "schol-" and "arly" does not make "arly" a word of the
+    paper; "further-" / "more" joins without evidence (both halves are words of the paper)."""
+    from arxsum.paper import Evidence, keep_hyphen
+    from arxsum.pdftext import Fragment, Line
+
+    texts = ["for referencing schol-", "329", "arly materials, and further-", "330", "more words."]
+    evidence = Evidence.of([Line(0, [Fragment(72, 700 - 12 * i, 10, "Times", t)]) for i, t in enumerate(texts)])
+    assert "arly" not in evidence.counts and "more" not in evidence.counts
+    assert not keep_hyphen("schol", "arly", evidence)
+    evidence.counts.update({"further": 2, "more": 3})
+    assert not keep_hyphen("further", "more", evidence)
+
+
+def test_small_caps_headings_and_urls_at_a_smaller_size():
+    """A small-caps heading (capitals at 12 pt, smaller capitals at 9.6) is one line and a heading;
+    a line of running text whose URL is set smaller is not small print."""
+    from arxsum.paper import Parts, drop_floats_and_small_print, is_heading
+    from arxsum.pdftext import Fragment, group_lines
+
+    (heading,) = group_lines([Fragment(108.3, 506.4, 11.96, "Times", "1 S"),
+                              Fragment(134.1, 506.4, 9.56, "Times", "UBMISSION OF CONFERENCE PAPERS TO"),
+                              Fragment(340.4, 506.4, 11.96, "Times", " ICLR 2019")], page=0)
+    assert is_heading(heading, 10.0)
+    (url_line,) = group_lines([Fragment(313, 596, 11, "Times", "available at "),
+                               Fragment(370, 596, 10, "Courier", "naacl.org/naacl-hlt-2016"),
+                               Fragment(490, 596, 11, "Times", ". A Mi-")], page=0)
+    assert drop_floats_and_small_print([url_line], 11.0, 792, Parts(), set()) == [url_line]
+
+
+def test_the_margin_is_where_paragraphs_start_not_a_tables_second_column():
+    from arxsum.paper import column_margins
+    from arxsum.pdftext import Fragment, Line
+
+    table = [Line(4, [Fragment(216, 700 - 12 * i, 10, "Times", "A probability distribution over a variable")])
+             for i in range(20)]
+    prose = [Line(4, [Fragment(108, 400 - 12 * i, 10, "Times", "Do not change any aspects of the formatting")])
+             for i in range(12)]
+    assert column_margins(table + prose)[(4, 0)] == 108
+
+
 def test_model_words_from_tokenizer_files(tmp_path, generated):
     from arxsum.vocab import model_words
 

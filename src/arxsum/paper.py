@@ -172,7 +172,8 @@ def is_heading(line: Line, body_size: float, margin: float | None = None, gap: f
     numbered = bool(HEADING_NUMBER.match(text))
     if text.endswith(".") and not numbered:
         return False
-    if line.size < 0.9 * body_size or re.match(r"^\d+(\.\d+)*\.?\s+\d", text):
+    size = heading_size(line, letters)
+    if size < 0.9 * body_size or re.match(r"^\d+(\.\d+)*\.?\s+\d", text):
         return False  # small print, or a line of numbers (a table row, an equation)
     rest = HEADING_NUMBER.sub("", text) if numbered else text
     if "$" in rest or re.search(r"\w\. [A-Z]", rest) or re.search(r"https?://|www\.|@", rest):
@@ -182,13 +183,22 @@ def is_heading(line: Line, body_size: float, margin: float | None = None, gap: f
     keyword = bool(HEADING_WORDS.match(rest))
     if keyword or numbered:
         capitals = sum(c.isupper() for c in letters) / len(letters) > 0.8
-        larger = line.size >= 1.08 * body_size
+        larger = size >= 1.08 * body_size
         return larger or line.bold or capitals
     if len(rest.split()) < 2:
         return False
     at_margin = margin is None or abs(line.x - margin) < 2
-    spaced = gap is None or gap > 1.3 * line.size
-    return (line.bold or line.size >= 1.15 * body_size) and at_margin and spaced
+    spaced = gap is None or gap > 1.3 * size
+    return (line.bold or size >= 1.15 * body_size) and at_margin and spaced
+
+
+def heading_size(line: Line, letters: list[str]) -> float:
+    """The line's size, or for a line in capitals its capitals' size: small capitals ("1 S" at 12
+    points, "UBMISSION" at 9.6) carry most of the characters at the smaller size."""
+    if sum(c.isupper() for c in letters) < 0.8 * len(letters):
+        return line.size
+    return max([f.size for f in line.fragments if not f.is_math and any(c.isalpha() for c in f.text)]
+               or [line.size])
 
 
 TRAILING_WORDS = frozenset("a an the of and or to in on by as at for with that we let is are be from".split())
@@ -207,12 +217,19 @@ def find_headings(lines: list[Line], body_size: float) -> list[int]:
 
 
 def column_margins(lines: list[Line]) -> dict[tuple[int, int], float]:
-    """The x where most lines of each (page, column) start."""
+    """The x where the lines of running text of each (page, column) start."""
     starts: dict[tuple[int, int], Counter] = {}
     for ln in lines:
         weight = 10 if len(ln.text) >= 30 else 1  # lines of running text, not formula pieces
         starts.setdefault((ln.page, ln.column), Counter())[round(ln.x)] += weight
-    return {key: float(c.most_common(1)[0][0]) for key, c in starts.items()}
+    return {key: _leftmost_frequent(c) for key, c in starts.items()}
+
+
+def _leftmost_frequent(starts: Counter) -> float:
+    """The leftmost x where many lines start: a table whose second column holds more long lines
+    than the page's paragraphs (a notation table) does not move the margin to its column."""
+    top = starts.most_common(1)[0][1]
+    return float(min(x for x, n in starts.items() if n >= 0.3 * top))
 
 
 def find_abstract(lines: list[Line]) -> int | None:

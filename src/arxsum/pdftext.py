@@ -81,7 +81,9 @@ class Fragment:
 
     @property
     def est_end(self) -> float:
-        return self.x + CHAR_WIDTH * self.size * len(self.text)
+        """Where the fragment ends, estimated: capitals are about 1.5 times as wide as the rest
+        (a small-caps heading's capitals, its smaller capitals)."""
+        return self.x + CHAR_WIDTH * self.size * (len(self.text) + 0.5 * sum(c.isupper() for c in self.text))
 
 
 @dataclass
