@@ -529,3 +529,56 @@ def tex_fonts(path: Path) -> PaperSpec:
         + " " + TEX_CODE_LINE + " f{x|y} returns a value. " + " ".join(TEX_UNNAMED.replace("\x01", "").split())
     return PaperSpec(path, title=TEX_TITLE, abstract=TEX_ABSTRACT, sections=["1 Introduction", "2 Results"],
                      body=body, noise=["cited work", "Ada Lovelace", "paper whose"])
+
+
+# --- a long paper: many pages of running text, for reading only the pages the model needs ---------
+
+LONG_WORDS = ("model data layer attention token paper result method training sequence summary document "
+              "encoder decoder window block global local memory sparse dense length input output beam "
+              "search score metric corpus section figure table value weight gradient optimizer batch "
+              "experiment baseline transformer representation abstract structure").split()
+LONG_BREAKS = [("repre", "sentation"), ("opti", "mizer"), ("experi", "ment"), ("trans", "former"),
+               ("well", "known"), ("struc", "ture"), ("self", "attention"), ("long", "range")]
+
+
+def long_paper(path: Path, pages: int = 40) -> PaperSpec:
+    """A one-column paper of `pages` pages: the opening page, numbered sections of running text
+    (46 lines a page, running header and page number), words broken at line ends (TeX's breaks and
+    compounds such as "self-attention", also written whole elsewhere), references at the end.
+    The words come from a fixed generator, so the same call draws the same PDF."""
+    import random
+
+    _fonts()
+    rng = random.Random(7)
+    c = canvas.Canvas(str(path), pagesize=letter)
+    y = _opening(c)
+    line_no = 0
+    section = 1
+    for page in range(1, pages + 1):
+        if page > 1:
+            _furniture(c, page)
+            y = HEIGHT - 90
+        while y > 90:
+            if line_no and line_no % 60 == 0 and section * 60 <= line_no:  # a new section every 60 lines
+                section += 1
+                y = _lines(c, [f"{section} Section Number {section}"], 72, y - 6, 12, "Vera-Bold") - 6
+                continue
+            words = [rng.choice(LONG_WORDS) for _ in range(rng.randint(9, 12))]
+            if rng.random() < 0.3:
+                words.insert(rng.randrange(len(words)), "-".join(rng.choice(LONG_BREAKS)))
+            text = " ".join(words)
+            if line_no % 7 == 3:  # a word broken at the line end
+                first, _second = rng.choice(LONG_BREAKS)
+                text += f" {first}-"
+            elif line_no % 7 == 4:
+                text = f"{LONG_BREAKS[line_no % len(LONG_BREAKS)][1]} {text}"
+            if line_no % 13 == 12:
+                text += "."
+            y = _lines(c, [text], 72, y)
+            line_no += 1
+        c.showPage()
+    _furniture(c, pages + 1)
+    _references(c, 72, HEIGHT - 90)
+    c.showPage()
+    c.save()
+    return PaperSpec(path, sections=[], body="")

@@ -8,6 +8,7 @@ can never hang a batch: a worker that overruns is killed and replaced.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import multiprocessing
@@ -191,6 +192,12 @@ class ExtractOptions:
     keep_appendix: bool = False
     verbose: bool = False
     normalize: bool = True  # also make the model text (to_model_text); False for --raw
+    # The checkpoint's tokenizer files, when they are on this machine (never downloaded for this):
+    # its whole words decide line-end hyphens the paper does not, and it counts the model's tokens.
+    tokenizer_dir: str | None = None
+    # With tokenizer_dir: a PDF's pages are read only until its model text is past this many tokens
+    # (and MARGIN_PAGES more, see `arxsum.extract`); None reads every page (up to max_pages).
+    token_limit: int | None = None
 
 
 @dataclass
@@ -219,9 +226,56 @@ def extract_document(data: bytes, name: str, options: ExtractOptions) -> Documen
 
     kwargs = {"password": options.password, "max_pages": options.max_pages,
               "keep_appendix": options.keep_appendix}
-    if "verbose" in inspect.signature(extract).parameters:
+    accepted = inspect.signature(extract).parameters
+    if "verbose" in accepted:
         kwargs["verbose"] = options.verbose
+    vocabulary = model_vocabulary(options.tokenizer_dir)
+    if vocabulary.words is not None and "words" in accepted:
+        kwargs["words"] = vocabulary.words
+    if vocabulary.tokenizer is not None and options.token_limit is not None and "body_tokens" in accepted:
+        kwargs["body_tokens"] = BodyTokens(vocabulary.tokenizer, normalize=options.normalize)
+        kwargs["token_limit"] = options.token_limit
     return extract(data, name, **kwargs)
+
+
+@dataclass(frozen=True)
+class ModelVocabulary:
+    """What extraction takes from the checkpoint's tokenizer files: its whole words and the tokenizer."""
+
+    words: frozenset[str] | None = None
+    tokenizer: object | None = None  # arxsum.tokenizer.Tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def model_vocabulary(tokenizer_dir: str | None) -> ModelVocabulary:
+    """Read once per process (each extraction worker has its own); nothing when the files are not
+    there or cannot be read: extraction then goes on without them, as before."""
+    if tokenizer_dir is None:
+        return ModelVocabulary()
+    from arxsum.vocab import model_words
+
+    try:
+        from arxsum.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(Path(tokenizer_dir))
+    except Exception:  # noqa: BLE001 - a missing or broken tokenizer only costs the page cut
+        tokenizer = None
+    return ModelVocabulary(model_words(tokenizer_dir), tokenizer)
+
+
+class BodyTokens:
+    """A body's length in model tokens, counted as the runner counts the model's input: the
+    training text (`to_model_text`), or the body itself with --raw."""
+
+    def __init__(self, tokenizer, *, normalize: bool) -> None:
+        self.tokenizer, self.normalize = tokenizer, normalize
+
+    def __call__(self, body: str) -> int:
+        if self.normalize:
+            from arxsum.normalize import to_training_text
+
+            body = to_training_text(body)[0]
+        return len(self.tokenizer.encode(body))
 
 
 def _extraction_name(source: Source) -> str:
