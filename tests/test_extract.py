@@ -408,6 +408,19 @@ def test_the_margin_is_where_paragraphs_start_not_a_tables_second_column():
     assert column_margins(table + prose)[(4, 0)] == 108
 
 
+def test_a_table_cell_is_no_references_heading():
+    from arxsum.paper import find_references
+    from arxsum.pdftext import Fragment, Line
+
+    rows = [("caption label", "9 pt bold"), ("bibliography", "10 pt"), ("footnotes", "9 pt")]
+    table = [Line(3, [Fragment(x, 600 - 12 * i, 10, "Times", t)]) for i, row in enumerate(rows)
+             for x, t in zip((345, 460), row, strict=True)]
+    prose = [Line(3, [Fragment(313, 500 - 12 * i, 11, "Times", "the text goes on after the table")]) for i in range(3)]
+    assert find_references(prose + table + prose, [], 0) is None
+    heading = Line(4, [Fragment(313, 700, 11, "Times", "References")])
+    assert find_references(prose + table + [heading], [], 0) == len(prose + table)
+
+
 def test_model_words_from_tokenizer_files(tmp_path, generated):
     from arxsum.vocab import model_words
 

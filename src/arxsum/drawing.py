@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LONG = 12.0  # points: a horizontal or vertical stroke at least this long is a rule or a frame's side
+# points: a horizontal or vertical stroke at least this long is a rule or a frame's side, not a tick
+# (pgfplots' ticks are 4.25 pt; a table's vertical rules come a row, 10-12 pt, at a time)
+LONG = 6.0
 THIN = 2.0  # points: a rectangle this thin is a rule
 TOUCH = 3.0  # points: marks this close belong to one drawing
 FIGURE_DETAILS = 12  # details that make a cluster a figure: a rounded frame has 4, a plot's ticks alone ~10

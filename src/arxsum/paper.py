@@ -281,9 +281,17 @@ def find_references(lines: list[Line], headings: list[int], start: int) -> int |
         if i > start and REFERENCES.match(plain(lines[i])):
             return i
     for i in range(len(lines) - 1, start, -1):  # a references heading not set apart by its font
-        if REFERENCES.match(plain(lines[i])):
+        if REFERENCES.match(plain(lines[i])) and alone_on_its_baseline(lines, i):
             return i
     return None
+
+
+def alone_on_its_baseline(lines: list[Line], i: int) -> bool:
+    """No other line of the page shares the line's baseline: not a table's cell ("bibliography |
+    10 pt" in a font guide)."""
+    line = lines[i]
+    return not any(other.page == line.page and abs(other.y - line.y) < 1.0
+                   for other in lines[max(0, i - 12): i] + lines[i + 1: i + 13])
 
 
 def find_appendix(lines: list[Line], headings: list[int], refs_at: int | None) -> int | None:
