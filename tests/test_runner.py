@@ -352,3 +352,89 @@ def test_a_live_line_on_a_terminal_says_what_happens_and_stdout_has_only_summari
     run(RunConfig(inputs=[str(p) for p in paths], timeout=0), load_summarizer=Stepping, stdout=io.StringIO(),
         console=Console(file=plain, width=100, color_system=None))
     assert "decoding" not in plain.getvalue()  # not a terminal: no live line
+
+
+# -- issue 19: extraction sized to the model's device, and the model's wait for input -----------
+
+@pytest.mark.parametrize("cores, device, workers", [
+    (2, "cpu", 2), (8, "cpu", 4), (16, "cpu", 4), (2, "cuda", 2), (4, "cuda:0", 2), (8, "cuda", 6),
+    (16, "cuda:1", 14), (64, "cuda", 62)])
+def test_extraction_workers_by_cores_and_device(monkeypatch, cores, device, workers):
+    from arxsum import runner
+
+    monkeypatch.setattr(runner, "usable_cores", lambda: cores)
+    assert runner.default_workers(device) == workers
+
+
+def test_auto_device_is_known_before_the_model_loads(monkeypatch):
+    import sys
+
+    from arxsum import runner
+
+    assert runner.model_device("cpu") == "cpu" and runner.model_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runner.model_device("auto") == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runner.model_device("auto") == "cpu"
+    monkeypatch.setitem(sys.modules, "torch", None)  # not imported yet, and no NVIDIA driver: no import
+    monkeypatch.setattr(runner, "nvidia_driver_present", lambda: False)
+    assert runner.model_device("auto") == "cpu"
+
+
+def record_workers(monkeypatch) -> list[int]:
+    from arxsum import runner
+
+    seen: list[int] = []
+    real = runner.Extractor
+
+    def extractor(*args, workers, **kwargs):
+        seen.append(workers)
+        return real(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(runner, "Extractor", extractor)
+    return seen
+
+
+def test_a_run_sizes_extraction_for_the_models_device(tmp_path, fake_summarizer, monkeypatch):
+    from arxsum import runner
+
+    paths = papers(tmp_path, {"a.txt": 2, "b.txt": 3})
+    monkeypatch.setattr(runner, "usable_cores", lambda: 16)
+    seen = record_workers(monkeypatch)
+    for device, workers in (("cuda", None), ("cpu", None), ("cuda", 3)):
+        report, _, _ = go(RunConfig(inputs=[str(p) for p in paths], timeout=0, device=device, workers=workers),
+                          fake_summarizer)
+        assert report.exit_code == 0
+    assert seen == [14, 4, 3]  # explicit workers win
+
+
+def slow_extraction(monkeypatch, seconds: float) -> None:
+    from arxsum import sources
+
+    real = sources.extract_paper
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "extract_paper", slow)
+
+
+def test_the_models_wait_for_extraction_is_one_line_at_the_end(tmp_path, fake_summarizer, monkeypatch):
+    import re
+
+    paths = papers(tmp_path, {"a.txt": 2, "b.txt": 3, "c.txt": 4})
+    slow_extraction(monkeypatch, 0.3)
+    cfg = RunConfig(inputs=[str(p) for p in paths], timeout=0, workers=1, device="cpu")
+    report, _, err = go(cfg, fake_summarizer)
+    lines = [ln for ln in err.splitlines() if "the model waited" in ln]
+    assert len(lines) == 1 and err.index(lines[0]) > err.index("[3/3]")
+    m = re.fullmatch(r"arxsum: the model waited (\d+\.\d) s for extraction \((\d+)% of the (\d+\.\d) s since it loaded\)",
+                     lines[0])
+    assert m, lines[0]
+    assert 0.5 <= report.model_wait_s <= report.model_s and float(m.group(1)) == round(report.model_wait_s, 1)
+    assert int(m.group(2)) >= 50  # the fake model takes no time: it mostly waited
+    _, _, err = go(RunConfig(inputs=[str(p) for p in paths], timeout=0, workers=1, quiet=True), fake_summarizer)
+    assert err == ""
+    report, _, err = go(RunConfig(inputs=[str(paths[0])], timeout=0), fake_summarizer)
+    assert "waited" not in err and report.model_wait_s == 0.0  # one paper: nothing to say

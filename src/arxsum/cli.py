@@ -241,7 +241,7 @@ def summarize(
             output=output, output_dir=output_dir, overwrite=overwrite, quiet=quiet, raw=raw,
             keep_appendix=keep_appendix, password=password, verbose=verbose, timeout=timeout,
             max_pages=max_pages, batch_size=batch_size, max_input_tokens=max_input_tokens,
-            options=generation_options(generation))
+            options=generation_options(generation), device=device, model=model)
         from arxsum.arxiv import ArxivClient
 
         arxiv = ArxivClient(cache_dir=cache_dir, source=source.value)

@@ -13,6 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -40,9 +41,79 @@ SORT_WINDOW = 8  # batches of this many are formed from a window of SORT_WINDOW 
 POLL_S = 0.5  # how often a run waiting on inputs that other runs hold looks again
 
 
-def default_workers() -> int:
-    """Extraction processes: 2, up to 4 on machines with 8 cores or more (a GPU box reads papers faster)."""
-    return max(2, min(4, (os.cpu_count() or 2) // 2))
+def default_workers(device: str = "cpu") -> int:
+    """Extraction processes. With the model on the CPU it needs the cores: 2, up to 4 on machines
+    with 8 cores or more. With the model on CUDA the GPU waits on extraction (~0.7 s a paper on one
+    fast core, 11+ papers/s on the GPU): every core but two (the driver and the GPU feed), at least 2."""
+    cores = usable_cores()
+    if device.startswith("cuda"):
+        return max(2, cores - 2)
+    return max(2, min(4, cores // 2))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share), else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
+def model_device(device: str) -> str:
+    """Where the model will run, known before it is loaded: "cuda..." or "cpu". `auto` asks torch
+    only where an NVIDIA driver is present, so a CPU machine starts extracting without importing it."""
+    if device != "auto":
+        return device
+    torch = sys.modules.get("torch")
+    if torch is None:
+        if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1") or not nvidia_driver_present():
+            return "cpu"
+        import torch
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def local_model_dir(model: str | None) -> Path | None:
+    """The model's folder when it is on this machine: a directory, or a hub id already in the cache
+    (never downloaded here: extraction only borrows its tokenizer files). None otherwise."""
+    if not model:
+        return None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        return None
+    try:
+        import logging
+
+        from huggingface_hub import snapshot_download
+
+        from arxsum.hub import HUB_PATTERNS
+
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+        return Path(snapshot_download(model, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not in the cache (or no huggingface_hub): extraction goes without
+        return None
+
+
+def model_token_limit(cfg: RunConfig, model_dir: Path | None) -> int | None:
+    """The most tokens the model will read of a paper, before it is loaded: --max-input-tokens, else
+    its config.json's positions (the model may round that down to a block: reading a little more
+    than it reads keeps its input the same)."""
+    if cfg.max_input_tokens is not None:
+        return cfg.max_input_tokens
+    if model_dir is None:
+        return None
+    import json
+
+    try:
+        positions = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return positions if isinstance(positions, int) and positions > 1 else None
 
 
 def debug() -> bool:
@@ -70,7 +141,10 @@ class RunConfig:
     batch_size: int | None = None  # None: 1 on CPU, from free memory on CUDA
     max_input_tokens: int | None = None  # None: the model's own limit
     options: GenerationOptions = field(default_factory=GenerationOptions)
-    workers: int = field(default_factory=lambda: default_workers())  # extraction processes
+    workers: int | None = None  # extraction processes; None: default_workers() for the model's device
+    device: str = "auto"  # where the model runs (auto, cpu, cuda, cuda:N): sizes the extraction
+    model: str | None = None  # its hub id or folder: extraction borrows its tokenizer when it is local
+    page_cut: bool = True  # with the model's tokenizer at hand, read a PDF's pages only as far as it reads
 
     def check(self) -> None:
         if self.format not in WRITERS:
@@ -85,6 +159,8 @@ class RunConfig:
             raise OptionsError("--timeout must be 0 (no limit) or more")
         if self.max_pages is not None and self.max_pages < 1:
             raise OptionsError("--max-pages must be at least 1")
+        if self.workers is not None and self.workers < 1:
+            raise OptionsError(f"extraction workers must be at least 1, got {self.workers}")
         if self.files_from == "-" and "-" in self.inputs:
             raise OptionsError("stdin cannot be both an input (-) and --files-from -")
 
@@ -101,6 +177,8 @@ class Outcome:
 class RunReport:
     outcomes: list[Outcome]
     interrupted: bool = False
+    model_s: float | None = None  # seconds from the model's loading to the end of the run (None: never loaded)
+    model_wait_s: float | None = None  # of which it sat idle, waiting for extraction
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -145,13 +223,14 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
     claims = Claims() if cfg.output_dir is not None else None
     if claims is not None:
         sink = ClaimedSink(sink, claims, report, overwrite=cfg.overwrite)
+    workers = cfg.workers or (default_workers(model_device(cfg.device)) if todo else 1)
     try:
-        with Extractor(extract_options(cfg), timeout=cfg.timeout, workers=cfg.workers,
+        with Extractor(extract_options(cfg), timeout=cfg.timeout, workers=workers,
                        stdin=stdin_bytes, arxiv=arxiv) as extractor:
             def lookahead() -> int:  # inputs claimed and being read ahead of the model
                 if claims is None:
                     return len(todo)  # no one to share with: read everything ahead
-                return max(2 * cfg.workers, SORT_WINDOW * engine.batch_size if engine.batch_size > 1 else 0)
+                return max(2 * workers, SORT_WINDOW * engine.batch_size if engine.batch_size > 1 else 0)
 
             feed = Feed(todo, items, report, extractor, progress, claims, overwrite=cfg.overwrite,
                         lookahead=lookahead)
@@ -164,6 +243,7 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
+        report.model_wait_s, report.model_s = engine.wait_s, engine.loaded_s()
         finish_run(cfg, report, sink, progress, console)
     return report
 
@@ -196,7 +276,17 @@ def finish_run(cfg: RunConfig, report: RunReport, sink, progress: Progress, cons
     even after an interrupt), stop the progress display, print the report."""
     sink.close()
     progress.close()
+    note_model_wait(progress, report)
     write_report(console, report, quiet=cfg.quiet)
+
+
+def note_model_wait(progress: Progress, report: RunReport) -> None:
+    """One line, when the model read several papers: how long it sat idle waiting for extraction."""
+    if report.model_s is None or report.model_wait_s is None or report.count("done") < 2:
+        return
+    share = report.model_wait_s / report.model_s if report.model_s > 0 else 0.0
+    progress.note(f"the model waited {report.model_wait_s:.1f} s for extraction ({share:.0%} of the "
+                  f"{report.model_s:.1f} s since it loaded)")
 
 
 def gather_inputs(cfg: RunConfig, stdin: BinaryIO) -> list[Source | BadInput]:
@@ -268,8 +358,13 @@ class _FileSink:
 
 
 def extract_options(cfg: RunConfig) -> ExtractOptions:
+    """What extraction needs to know; with the model's folder on this machine, its tokenizer (the
+    model's words for line-end hyphens, and its token count for reading only the pages it reads)."""
+    model_dir = local_model_dir(cfg.model)
+    tokenizer_dir = str(model_dir) if model_dir is not None else None
     return ExtractOptions(password=cfg.password, max_pages=cfg.max_pages, keep_appendix=cfg.keep_appendix,
-                          verbose=cfg.verbose, normalize=not cfg.raw)
+                          verbose=cfg.verbose, normalize=not cfg.raw, tokenizer_dir=tokenizer_dir,
+                          token_limit=model_token_limit(cfg, model_dir) if cfg.page_cut else None)
 
 
 def windows(indices: Iterable[int], engine: Engine) -> Iterator[list[int]]:
@@ -380,7 +475,8 @@ def prepare(index: int, source: Source, future: Future, cfg: RunConfig, engine: 
     tokens: a Job, or None after recording the failure. --raw: the extracted body, untouched."""
     try:
         progress.phase(f"{source.name}: reading")
-        paper = future.result()
+        with engine.waiting():
+            paper = future.result()
         doc, seconds = paper.doc, paper.seconds
         for warning in doc.warnings:
             progress.note(f"{source.name}: {warning}")
@@ -457,9 +553,24 @@ class Engine:
         self._summarizer = None
         self.batch_size = cfg.batch_size or 1
         self.max_input_tokens: int | None = None
+        self.loaded_at: float | None = None  # perf_counter when the model was ready
+        self.wait_s = 0.0  # time since then spent waiting for extraction
 
     def load(self):
         return self.summarizer
+
+    @contextmanager
+    def waiting(self):
+        """Around a wait for extraction: counted as the model's idle time once it is loaded."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.loaded_at is not None:
+                self.wait_s += time.perf_counter() - max(started, self.loaded_at)
+
+    def loaded_s(self) -> float | None:
+        return None if self.loaded_at is None else time.perf_counter() - self.loaded_at
 
     @property
     def summarizer(self):
@@ -471,6 +582,7 @@ class Engine:
             self.max_input_tokens = input_token_limit(self.cfg.max_input_tokens, self._summarizer.max_positions)
             if self.cfg.batch_size is None:
                 self.batch_size = default_batch_size(self._summarizer, self.max_input_tokens, self.cfg.options)
+            self.loaded_at = time.perf_counter()
         return self._summarizer
 
     def count_tokens(self, text: str) -> int:
