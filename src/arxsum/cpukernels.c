@@ -700,10 +700,12 @@ static inline void prefetch_run(const char *p, size_t bytes) { /* the cache line
  * q (N, H, 64) scaled, one token per row; cache_k, cache_v (max_len, N, H, 64): slot [p, j] holds the
  * key / value written at position p by row j; ancestry (n, N) int64: row r's history at position p
  * is in slot [p, ancestry[p][r]]. The beams' reordering only permutes `ancestry`, never the caches.
- * out (N, H, 64). bf16: q, caches, out bfloat16; float32 inside.
+ * last (N) int64 or NULL: row r attends positions 0..last[r] (a row of a document that joined the
+ * batch later, continuous batching), or all n. out (N, H, 64). bf16: q, caches, out bfloat16;
+ * float32 inside.
  */
 void self_attention(const void *q, const void *cache_k, const void *cache_v, const int64_t *ancestry,
-                    void *out, int N, int H, int n, int bf16) {
+                    void *out, int N, int H, int n, const int64_t *last, int bf16) {
     /* One task per (row, group of up to HGROUP heads): a position's keys of those heads are one
      * contiguous run (HGROUP x 64 elements) read together, and the next positions' runs are
      * prefetched: walking one head alone meant a cache miss per 128 bytes, slots being N x H x 64
@@ -717,30 +719,31 @@ void self_attention(const void *q, const void *cache_k, const void *cache_v, con
         for (int rg = 0; rg < N * groups; rg++) {
             const int r = rg / groups, h0 = (rg % groups) * HGROUP;
             const int hg = H - h0 < HGROUP ? H - h0 : HGROUP;
+            const int nr = last ? (int)last[r] + 1 : n; /* this row's positions */
             const size_t run = (size_t)hg * D * es; /* bytes of the group's heads at one position */
             vf qv[HGROUP][4];
             for (int h = 0; h < hg; h++)
                 for (int j = 0; j < 4; j++) qv[h][j] = vload(q, ((size_t)r * H + h0 + h) * D + 16 * j, bf16);
 #define AT(t) ((((size_t)(t) * N + (size_t)ancestry[(size_t)(t) * N + r]) * slot + (size_t)h0 * D) * es)
-            for (int t = 0; t < n; t++) {
-                if (t + PREFETCH < n) prefetch_run((const char *)cache_k + AT(t + PREFETCH), run);
+            for (int t = 0; t < nr; t++) {
+                if (t + PREFETCH < nr) prefetch_run((const char *)cache_k + AT(t + PREFETCH), run);
                 const char *k = (const char *)cache_k + AT(t);
                 for (int h = 0; h < hg; h++) {
                     vf s = (vf){0};
                     for (int j = 0; j < 4; j++) s += qv[h][j] * vload(k, (size_t)h * D + 16 * j, bf16);
-                    p[(size_t)h * n + t] = hsum(s);
+                    p[(size_t)h * nr + t] = hsum(s);
                 }
             }
             float inv[HGROUP];
-            for (int h = 0; h < hg; h++) inv[h] = softmax_numerators(p + (size_t)h * n, n);
+            for (int h = 0; h < hg; h++) inv[h] = softmax_numerators(p + (size_t)h * nr, nr);
             vf acc[HGROUP][4];
             for (int h = 0; h < hg; h++)
                 for (int j = 0; j < 4; j++) acc[h][j] = (vf){0};
-            for (int t = 0; t < n; t++) {
-                if (t + PREFETCH < n) prefetch_run((const char *)cache_v + AT(t + PREFETCH), run);
+            for (int t = 0; t < nr; t++) {
+                if (t + PREFETCH < nr) prefetch_run((const char *)cache_v + AT(t + PREFETCH), run);
                 const char *v = (const char *)cache_v + AT(t);
                 for (int h = 0; h < hg; h++) {
-                    vf w = splat(p[(size_t)h * n + t]);
+                    vf w = splat(p[(size_t)h * nr + t]);
                     for (int j = 0; j < 4; j++) acc[h][j] += w * vload(v, (size_t)h * D + 16 * j, bf16);
                 }
             }
@@ -1120,11 +1123,12 @@ static inline vf activate(vf x, int kind) {
 
 /* x (N, H * 64), row n = document n / R, beam n % R (R = N / B rows a document); in place.
  * cross_k, cross_v: the document's keys and values as cross_attention reads them, S keys, mask (B, S);
- * cache_k, cache_v (max_len, N, H, 64) and ancestry (>= pos + 1, N), its row pos already filled:
- * see self_attention; this step's keys and values are written at position pos. */
+ * cache_k, cache_v (max_len, N, H, 64) and ancestry (n, N): see self_attention; pos (N) int64: row
+ * r's position, its keys and values written there and ancestry[pos[r]][r] already filled; n > every
+ * pos[r]. */
 void decoder_layer(const layer_t *L, void *x, int N, int B, const void *cross_k, const void *cross_v,
-                   const void *mask, int S, void *cache_k, void *cache_v, const int64_t *ancestry, int pos,
-                   int bf16) {
+                   const void *mask, int S, void *cache_k, void *cache_v, const int64_t *ancestry, int n_pos,
+                   const int64_t *pos, int bf16) {
     const int H = L->heads, D = H * HEAD_DIM, F = L->ffn, R = N / B;
     const size_t es = bf16 ? 2 : 4, row = (size_t)N * D * es;
     const float scale = 0.125f; /* HEAD_DIM ** -0.5, exact in both types */
@@ -1137,10 +1141,10 @@ void decoder_layer(const layer_t *L, void *x, int N, int B, const void *cross_k,
     for (int n = 0; n < N; n++) {
         const char *r = qkv + (size_t)n * 3 * D * es; /* row n: q | k | v */
         for (int k = 0; k < D; k += 16) vstore(q, (size_t)n * D + k, vload(r, k, bf16) * scale, bf16);
-        memcpy((char *)cache_k + (size_t)pos * row + (size_t)n * D * es, r + (size_t)D * es, (size_t)D * es);
-        memcpy((char *)cache_v + (size_t)pos * row + (size_t)n * D * es, r + (size_t)2 * D * es, (size_t)D * es);
+        memcpy((char *)cache_k + (size_t)pos[n] * row + (size_t)n * D * es, r + (size_t)D * es, (size_t)D * es);
+        memcpy((char *)cache_v + (size_t)pos[n] * row + (size_t)n * D * es, r + (size_t)2 * D * es, (size_t)D * es);
     }
-    self_attention(q, cache_k, cache_v, ancestry, ctx, N, H, pos + 1, bf16);
+    self_attention(q, cache_k, cache_v, ancestry, ctx, N, H, n_pos, pos, bf16);
     linear_n(ctx, N, D, L->o_w, L->o_b, D, a, bf16);
     add_layer_norm(x, a, N, D, L->ln1_w, L->ln1_b, L->eps, bf16);
     /* cross-attention: the queries regrouped per (document, head), MAXR beams at a time */

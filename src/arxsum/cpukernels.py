@@ -203,12 +203,12 @@ class CpuKernels:
         lib.rows_linear.restype = None
         lib.cross_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
         lib.cross_attention.restype = None
-        lib.self_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4
+        lib.self_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3 + [ctypes.c_void_p, ctypes.c_int]
         lib.self_attention.restype = None
         lib.local_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int]
         lib.local_attention.restype = None
         lib.decoder_layer.argtypes = [ctypes.POINTER(_Layer), ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + \
-            [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2
+            [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
         lib.decoder_layer.restype = None
         lib.pair_values.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3
         lib.pair_values.restype = None
@@ -329,7 +329,7 @@ class CpuKernels:
                and ancestry.is_contiguous() and ancestry.shape == (n, rows) and _within(ancestry, rows),
                "self_attention", q, cache_k, cache_v)
         out = torch.empty_like(q)
-        self.lib.self_attention(_ptr(q), _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), _ptr(out), rows, h, n,
+        self.lib.self_attention(_ptr(q), _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), _ptr(out), rows, h, n, None,
                                 DTYPES[q.dtype])
         return out
 
@@ -376,13 +376,17 @@ class CpuKernels:
 
     def decoder_layer(self, weights: LayerWeights, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor],
                       mask: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, ancestry: torch.Tensor,
-                      pos: int) -> torch.Tensor:
-        """One decoder layer for one token per row: x (N, D) at position pos -> (N, D). cross: the
-        documents' keys and values (tile, tile_values), mask (B, S) additive; caches (max_len, N, H,
-        64) and ancestry as self_attention takes them, ancestry's row pos filled: this step's keys
-        and values are written into the caches' slots at pos."""
+                      pos: int | torch.Tensor) -> torch.Tensor:
+        """One decoder layer for one token per row: x (N, D) at position pos -> (N, D). pos: an int
+        for every row, or (N,) int64, each row's own (rows of documents that joined a running batch
+        are at earlier positions). cross: the documents' keys and values (tile, tile_values), mask
+        (B, S) additive; caches (max_len, N, H, 64) and ancestry as self_attention takes them,
+        ancestry[pos[r], r] filled: this step's keys and values are written into the caches' slots
+        at pos."""
         keys, values = cross
         n, width = x.shape
+        positions = torch.full((n,), pos, dtype=torch.int64) if isinstance(pos, int) else pos.contiguous()
+        top = int(positions.max()) if positions.numel() else 0
         b, s = mask.shape
         h = width // HEAD_DIM
         pairs = values.dim() == 5
@@ -392,13 +396,15 @@ class CpuKernels:
                and pairs == self._in_pairs(x.dtype) and keys.is_contiguous() and values.is_contiguous()
                and mask.is_contiguous() and keys.dtype == values.dtype == mask.dtype == x.dtype
                and cache_k.shape == cache_v.shape and cache_k.shape[1:] == (n, h, HEAD_DIM)
-               and 0 <= pos < cache_k.shape[0] and cache_k.is_contiguous() and cache_v.is_contiguous()
+               and positions.shape == (n,) and positions.dtype == torch.int64 and _within(positions, cache_k.shape[0])
+               and cache_k.is_contiguous() and cache_v.is_contiguous()
                and cache_k.dtype == cache_v.dtype == x.dtype and ancestry.dtype == torch.int64
-               and ancestry.is_contiguous() and ancestry.shape[1:] == (n,) and ancestry.shape[0] > pos
-               and _within(ancestry[: pos + 1], n), "decoder_layer", x, keys, values, mask, cache_k)
+               and ancestry.is_contiguous() and ancestry.shape[1:] == (n,) and ancestry.shape[0] > top
+               and _within(ancestry[: top + 1], n), "decoder_layer", x, keys, values, mask, cache_k)
         out = x.contiguous().clone()
         self.lib.decoder_layer(ctypes.byref(weights.struct), _ptr(out), n, b, _ptr(keys), _ptr(values), _ptr(mask),
-                               s, _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), pos, DTYPES[x.dtype])
+                               s, _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), top + 1, _ptr(positions),
+                               DTYPES[x.dtype])
         return out
 
     def self_check(self) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from arxsum.cpukernels import reusing_freed_memory
 from arxsum.model import AncestryCache
@@ -41,19 +43,26 @@ def ban_repeated_ngrams(scores: torch.Tensor, sequences: list[list[int]], n: int
 def process_logits(scores: torch.Tensor, sequences: list[list[int]], options: GenerationOptions,
                    special: SpecialTokens) -> torch.Tensor:
     """Apply n-gram blocking, min length, forced BOS and forced EOS, in place; lengths count the
-    decoder start token, as `input_ids.shape[-1]` does in transformers."""
-    cur_len = len(sequences[0])
+    decoder start token, as `input_ids.shape[-1]` does in transformers. Each row by its own length:
+    with continuous batching the documents of a batch are at different steps."""
+    lengths = [len(seq) for seq in sequences]
     if options.no_repeat_ngram_size > 0:
         ban_repeated_ngrams(scores, sequences, options.no_repeat_ngram_size)
-    if cur_len < options.min_length:
-        scores[:, special.eos] = -math.inf
-    if special.forced_bos is not None and cur_len == 1:
-        scores.fill_(-math.inf)
-        scores[:, special.forced_bos] = 0
-    if special.forced_eos is not None and cur_len == options.max_length - 1:
-        scores.fill_(-math.inf)
-        scores[:, special.forced_eos] = 0
+    short = _rows(lengths, lambda n: n < options.min_length)
+    if short:
+        scores[short, special.eos] = -math.inf
+    for forced, at in ((special.forced_bos, 1), (special.forced_eos, options.max_length - 1)):
+        rows = _rows(lengths, lambda n, at=at: n == at) if forced is not None else []
+        if rows:
+            scores[rows] = -math.inf
+            scores[rows, forced] = 0
     return scores
+
+
+def _rows(lengths: list[int], which) -> list[int] | slice:
+    """The rows whose length satisfies `which`: a slice for all of them (the usual case, one write)."""
+    rows = [r for r, n in enumerate(lengths) if which(n)]
+    return slice(None) if len(rows) == len(lengths) else rows
 
 
 # ---- finished hypotheses and their ranking ---------------------------------------------------------
@@ -98,47 +107,76 @@ class DecoderState:
 
     Reordering the beams: with the CPU kernels (every decoder layer has them), the caches stay put
     and an ancestry table says where each row's history lies (model.AncestryCache); otherwise the
-    caches are copied, in the new order, into a spare set of buffers."""
+    caches are copied, in the new order, into a spare set of buffers.
+
+    Each row has its own position: a document that takes the rows of a finished one (`refill`,
+    continuous batching) starts again at 0 while the others go on."""
 
     follows_ancestry = True  # where the model's kernels allow it
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int,
                  max_length: int):
-        with reusing_freed_memory() if input_ids.device.type == "cpu" else nullcontext():
+        with _encoding(input_ids.device):
             enc = model.encode(input_ids, attention_mask)
-        self._begin(model, enc, input_ids.shape[0] * num_beams, max_length)
+        self._begin(model, enc, num_beams, max_length)
 
     @classmethod
     def from_encoding(cls, model, enc, num_beams: int, max_length: int) -> DecoderState:
         """The state for an encoder output already at hand (enc: model.EncoderOutput, B documents):
         what cpuplan times decoding steps on, without an encoder pass."""
         state = cls.__new__(cls)
-        state._begin(model, enc, enc.hidden.shape[0] * num_beams, max_length)
+        state._begin(model, enc, num_beams, max_length)
         return state
 
-    def _begin(self, model, enc, rows: int, max_length: int) -> None:
+    def _begin(self, model, enc, num_beams: int, max_length: int) -> None:
         self.model = model
+        self.num_beams = num_beams
+        rows = enc.hidden.shape[0] * num_beams
         self.cross = model.cross_kv(enc.hidden)  # per layer: keys, values (see DecoderLayer.forward)
         self.cross_mask = model.cross_mask(enc)  # (B, 1, 1, S)
         del enc
         self.caches = model.new_caches(rows, max_length)  # per layer: (max_len, N, H, hd)
-        self.length = 0  # positions filled in the caches
+        self.positions = [0] * rows  # each row's next position
+        self.length = 0  # positions filled in the caches, at most (the largest of self.positions)
         if self.follows_ancestry and all(layer.fused is not None for layer in model.model.decoder.layers):
-            self.ancestry = torch.empty(max_length, rows, dtype=torch.long, device=self.cross_mask.device)
+            # zeros: a row that starts later reads, unused, the entries below other rows' positions
+            self.ancestry = torch.zeros(max_length, rows, dtype=torch.long, device=self.cross_mask.device)
             self.spare = None
         else:
             self.ancestry = None
             self.spare = model.new_caches(rows, max_length)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (N,) at position self.length -> log-probs (N, vocab) in float32."""
+        """tokens (N,) at each row's position -> log-probs (N, vocab) in float32."""
         caches = self.caches
-        if self.ancestry is not None:  # each row writes its own slot at the new position
-            self.ancestry[self.length] = torch.arange(self.ancestry.shape[1], device=self.ancestry.device)
+        first = self.positions[0]
+        device = tokens.device
+        start = first if all(p == first for p in self.positions) else torch.tensor(self.positions, device=device)
+        if self.ancestry is not None:  # each row writes its own slot at its new position
+            rows = torch.arange(self.ancestry.shape[1], device=device)
+            self.ancestry[start if isinstance(start, int) else (start, rows)] = rows
             caches = [AncestryCache(k, v, self.ancestry) for k, v in caches]
-        hidden = self.model.decode(tokens[:, None], self.cross, self.cross_mask, caches, self.length)
-        self.length += 1
+        hidden = self.model.decode(tokens[:, None], self.cross, self.cross_mask, caches, start)
+        self.positions = [p + 1 for p in self.positions]
+        self.length = max(self.positions)
         return torch.log_softmax(self.model.logits(hidden[:, -1]).float(), dim=-1)
+
+    def refill(self, blocks: list[int], enc) -> None:
+        """The documents at these row blocks (of num_beams rows each, in the search's order) have
+        finished; the documents of `enc` (model.EncoderOutput, len(blocks) documents, S' <= S
+        positions) take their rows, from position 0."""
+        self._take(torch.tensor(blocks, device=self.cross_mask.device), enc)
+        for b in blocks:
+            self.positions[b * self.num_beams: (b + 1) * self.num_beams] = [0] * self.num_beams
+
+    def _take(self, docs: torch.Tensor, enc) -> None:
+        """Document slots `docs` (of the cross-attention keys and values) get those of `enc`."""
+        hidden, mask = _padded_to(enc, self.cross_mask.shape[-1])
+        fresh = self.model.cross_kv(hidden)
+        for (k, v), (fk, fv) in zip(self.cross, fresh):
+            k.index_copy_(0, docs, fk)
+            v.index_copy_(0, docs, fv)
+        self.cross_mask.index_copy_(0, docs, self.model.cross_mask(type(enc)(hidden, mask)))
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Row i of every cache takes the history of row rows[i] (beams that survived, in order)."""
@@ -153,6 +191,7 @@ class DecoderState:
 
     def keep_documents(self, docs: torch.Tensor, rows: torch.Tensor) -> None:
         """Drop finished documents: keep the given document indices and their beam rows."""
+        self.positions = [self.positions[r] for r in rows.tolist()]
         self.cross = [(k.index_select(0, docs), v.index_select(0, docs)) for k, v in self.cross]
         self.cross_mask = self.cross_mask.index_select(0, docs)
         if self.ancestry is not None:  # gather the kept rows' histories into place; ancestry restarts
@@ -160,12 +199,26 @@ class DecoderState:
             slots = self.ancestry[:n].index_select(1, rows)  # (n, kept)
             positions = torch.arange(n, device=slots.device)[:, None]
             self.caches = [tuple(_gathered(c, positions, slots, max_length) for c in kv) for kv in self.caches]
-            self.ancestry = self.ancestry.new_empty(max_length, len(rows))
+            self.ancestry = self.ancestry.new_zeros(max_length, len(rows))
             self.ancestry[:n] = torch.arange(len(rows), device=slots.device)
             return
         self.caches = [(k.index_select(1, rows), v.index_select(1, rows)) for k, v in self.caches]
         # the spare buffers only ever receive reorder() output: resize, nothing to keep
         self.spare = [(k.new_empty(k.shape), v.new_empty(v.shape)) for k, v in self.caches]
+
+
+def _encoding(device: torch.device):
+    """Around an encoder pass: on the CPU, freed memory is reused rather than returned (see cpukernels)."""
+    return reusing_freed_memory() if device.type == "cpu" else nullcontext()
+
+
+def _padded_to(enc, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder output's hidden states (B, S', D) and mask (B, S'), padded to `length` positions:
+    zeros, masked out, so that its documents fit a batch whose keys are longer."""
+    extra = length - enc.hidden.shape[1]
+    if extra < 0:
+        raise ValueError(f"a document of {enc.hidden.shape[1]} positions cannot join a batch of {length}")
+    return F.pad(enc.hidden, (0, 0, 0, extra)), F.pad(enc.mask, (0, extra), value=0)
 
 
 def _gathered(cache: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -206,7 +259,7 @@ class GraphedDecoderState(DecoderState):
         self.docs = torch.arange(input_ids.shape[0], device=device)  # and of each document
         self.order = self.identity.clone()  # the source row of every destination row, next step
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
-        self.position = torch.zeros((), dtype=torch.long, device=device)
+        self.position = torch.zeros(rows, dtype=torch.long, device=device)  # each row's, inside the graph
         self.capture = device.type == "cuda"
         self.graphs: list = [None, None]
         self.outputs: list = [None, None]
@@ -248,6 +301,14 @@ class GraphedDecoderState(DecoderState):
     def reorder(self, rows: torch.Tensor) -> None:
         self.order.index_copy_(0, self.active, self.active.index_select(0, rows))
 
+    def refill(self, blocks: list[int], enc) -> None:
+        """As DecoderState.refill, in place: the graphs read the same buffers, nothing is captured again."""
+        k = self.num_beams
+        blocks_t = torch.tensor(blocks, device=self.identity.device)
+        self._take(self.docs.index_select(0, blocks_t), enc)
+        rows = (blocks_t[:, None] * k + torch.arange(k, device=blocks_t.device)).view(-1)
+        self.position.index_fill_(0, self.active.index_select(0, rows), 0)
+
     def keep_documents(self, docs: torch.Tensor, rows: torch.Tensor) -> None:
         self.active = self.active.index_select(0, rows)
         self.docs = self.docs.index_select(0, docs)
@@ -266,6 +327,7 @@ class GraphedDecoderState(DecoderState):
         self.cross = [(k.index_select(0, self.docs), v.index_select(0, self.docs)) for k, v in self.cross]
         self.cross_mask = self.cross_mask.index_select(0, self.docs)
         self.tokens = self.tokens.index_select(0, self.active)
+        self.position = self.position.index_select(0, self.active)
         self.identity = torch.arange(len(self.active), device=self.identity.device)
         self.active, self.order = self.identity, self.identity.clone()
         self.docs = torch.arange(len(self.docs), device=self.docs.device)
@@ -294,17 +356,34 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, op
 
     on_step(length), if given, is called after each decoding step with the summaries' length so far
     (the CLI's live progress line; no I/O here)."""
+    out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    for doc, tokens in search(model, input_ids, attention_mask, options, special, on_step=on_step):
+        out[doc] = tokens
+    return out
+
+
+def search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, options: GenerationOptions,
+           special: SpecialTokens, *, more=None, on_step=None) -> Iterator[tuple[int, list[int]]]:
+    """Beam search over a batch, continuously refilled: yields (document, tokens) as each document
+    finishes; documents are numbered 0..B-1 for the rows of input_ids (B, T), then B, B+1, ... in
+    the order `more` gives them.
+
+    more(n, longest), if given, is asked for up to n further documents of at most `longest` tokens
+    when n documents have finished while others still search: it returns their token ids, 1-D
+    tensors, and they take the finished documents' rows (encoded now, their keys padded to the
+    batch's). The batch ends when all its documents have finished and no more joined. Each
+    document's summary is the one it gets alone (same ids in float32; in bfloat16 and float16 the
+    same as in a padded batch)."""
     k = options.num_beams
-    batch = input_ids.shape[0]
     device = input_ids.device
     state = new_state(model, input_ids, attention_mask, k, options.max_length)
     try:
-        hyps = [Hypotheses(k, options.length_penalty, options.early_stopping) for _ in range(batch)]
+        batch = input_ids.shape[0]
+        taken = batch  # documents numbered so far
+        hyps = {d: Hypotheses(k, options.length_penalty, options.early_stopping) for d in range(batch)}
         active = list(range(batch))  # documents still searching, in row-block order
         sequences = [[special.decoder_start] for _ in range(batch * k)]
-        beam_scores = torch.zeros(batch, k, device=device)
-        beam_scores[:, 1:] = -1e9  # all beams start equal: let only the first one expand
-        beam_scores = beam_scores.view(-1)
+        beam_scores = torch.tensor(_first_scores(k) * batch, device=device)
         tokens = torch.full((batch * k,), special.decoder_start, dtype=torch.long, device=device)
         while True:
             scores = process_logits(state.step(tokens), sequences, options, special)
@@ -313,33 +392,63 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, op
             top_scores, top_ids = _top_candidates(scores, len(active), k)
             chosen, finished = _select_beams(top_scores.tolist(), top_ids.tolist(), vocab, k, sequences,
                                              [hyps[d] for d in active], special.eos)
-            rows = [r for r, _, _ in chosen]
             sequences = [sequences[r] + [t] for r, t, _ in chosen]
-            cur_len = len(sequences[0])
             if on_step is not None:
-                on_step(cur_len)
-            if cur_len >= options.max_length or len(finished) == len(active):
-                break
-            tokens = torch.tensor([t for _, t, _ in chosen], device=device)
-            beam_scores = torch.tensor([s for _, _, s in chosen], device=device)
+                on_step(max(len(seq) for seq in sequences))
+            for i in range(len(active)):  # at the maximum length: the beams are the hypotheses
+                if i not in finished and len(sequences[i * k]) >= options.max_length:
+                    for j in range(k):
+                        seq = sequences[i * k + j]
+                        hyps[active[i]].add(seq, chosen[i * k + j][2], len(seq) - 1)
+                    finished.add(i)
+            done = sorted(finished)
+            for i in done:
+                yield active[i], _with_eos(hyps.pop(active[i]).best(), special.eos, options.max_length)
+            if len(done) == len(active):
+                return
+            rows = [r for r, _, _ in chosen]
+            next_tokens = [t for _, t, _ in chosen]
+            next_scores = [s for _, _, s in chosen]
+            joining = list(more(len(done), input_ids.shape[1])) if more is not None and done else []
+            refilled = done[: len(joining)]
+            for i in refilled:  # a new document in the rows of a finished one, from its start
+                active[i], taken = taken, taken + 1
+                hyps[active[i]] = Hypotheses(k, options.length_penalty, options.early_stopping)
+                for r in range(i * k, (i + 1) * k):
+                    rows[r], sequences[r], next_tokens[r] = r, [special.decoder_start], special.decoder_start
+                next_scores[i * k: (i + 1) * k] = _first_scores(k)
+            tokens = torch.tensor(next_tokens, device=device)
+            beam_scores = torch.tensor(next_scores, device=device)
             state.reorder(torch.tensor(rows, device=device))
-            if finished:
-                keep = [i for i in range(len(active)) if i not in finished]
+            if joining:
+                state.refill(refilled, _encoded(model, joining, special.pad, device))
+            gone = set(done[len(joining):])
+            if gone:
+                keep = [i for i in range(len(active)) if i not in gone]
                 keep_rows = [i * k + j for i in keep for j in range(k)]
                 idx = torch.tensor(keep_rows, device=device)
                 state.keep_documents(torch.tensor(keep, device=device), idx)
                 tokens, beam_scores = tokens[idx], beam_scores[idx]
                 sequences = [sequences[r] for r in keep_rows]
                 active = [active[i] for i in keep]
-        for i, doc in enumerate(active):
-            if i in finished:
-                continue
-            for j in range(k):
-                seq = sequences[i * k + j]
-                hyps[doc].add(seq, chosen[i * k + j][2], len(seq) - 1)
-        return [_with_eos(h.best(), special.eos, options.max_length) for h in hyps]
     finally:
         del state
+
+
+def _first_scores(k: int) -> list[float]:
+    """A document's beam scores before its first step: all beams start equal, so only the first expands."""
+    return [0.0] + [-1e9] * (k - 1)
+
+
+def _encoded(model, joining: list[torch.Tensor], pad: int, device: torch.device):
+    """Documents joining a batch (1-D token ids each) -> their encoder output, right-padded together."""
+    ids = torch.full((len(joining), max(len(t) for t in joining)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, t in enumerate(joining):
+        ids[i, : len(t)] = t
+        mask[i, : len(t)] = 1
+    with _encoding(device):
+        return model.encode(ids.to(device), mask.to(device))
 
 
 def _top_candidates(scores: torch.Tensor, docs: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,8 +468,8 @@ def _select_beams(top_scores, top_ids, vocab, k, sequences, hyps, eos):
     finished hypotheses; the first k other candidates continue. Returns the continuing
     (row, token, score) triples, k per document, and the indices of documents now finished."""
     chosen, finished = [], set()
-    cur_len = len(sequences[0])
     for i, (scores, ids) in enumerate(zip(top_scores, top_ids)):
+        cur_len = len(sequences[i * k])  # this document's: documents join a batch at different steps
         picked = []
         for rank, (score, flat) in enumerate(zip(scores, ids)):
             row, token = i * k + flat // vocab, flat % vocab

@@ -402,8 +402,11 @@ class DecoderLayer(nn.Module):
         of each document;
         cross_mask (B, 1, 1, S) additive; cache: self-attention keys and values (max_len, N, H, hd)
         written at [start, start + L), or None to attend causally within x alone, or an AncestryCache
-        (one token per row: the whole layer is one kernels.decoder_layer call); start: an int, or a 0-d
-        tensor for the fixed shapes of CUDA graphs.
+        (one token per row: the whole layer is one kernels.decoder_layer call); start: an int, or for
+        one token per row a tensor: 0-d (the same position for every row) or (N,), each row's own
+        (continuous batching: a document that joined the batch later is at an earlier position); a
+        tensor start attends the whole cache under a mask of each row's filled positions (fixed shapes,
+        for CUDA graphs).
         """
         if isinstance(cache, AncestryCache):
             if x.shape[1] != 1:
@@ -439,17 +442,20 @@ class DecoderLayer(nn.Module):
 
     @staticmethod
     def _static_self_attention(q, k, v, cache, position: torch.Tensor) -> torch.Tensor:
-        """One token per row at `position` (a 0-d tensor): written into the cache with index_copy_,
-        attending to the whole cache under a mask of the filled positions, so every shape stays the
-        same from step to step. The unfilled positions must hold finite values (zeros): a masked
-        weight is 0, and 0 x NaN would still be NaN."""
+        """One token per row at `position` (0-d: every row; (N,): each row's own), written into the
+        cache slot [position[r], r], attending to the whole cache under a mask of each row's filled
+        positions, so every shape stays the same from step to step. The unfilled positions must hold
+        finite values (zeros, or an earlier document's): a masked weight is 0, and 0 x NaN would
+        still be NaN."""
         cache_k, cache_v = cache
-        at = position.view(1)
-        cache_k.index_copy_(0, at, k.permute(2, 0, 1, 3))
-        cache_v.index_copy_(0, at, v.permute(2, 0, 1, 3))
-        filled = (torch.arange(cache_k.shape[0], device=q.device) <= position).view(1, -1)  # (L = 1, S)
+        n = q.shape[0]
+        at = position.view(-1).expand(n)  # (N,)
+        rows = torch.arange(n, device=q.device)
+        cache_k[at, rows] = k[:, :, 0]  # (N, H, hd) into slots (max_len, N, H, hd)
+        cache_v[at, rows] = v[:, :, 0]
+        filled = torch.arange(cache_k.shape[0], device=q.device) <= at[:, None]  # (N, S)
         return F.scaled_dot_product_attention(q, cache_k.permute(1, 2, 0, 3), cache_v.permute(1, 2, 0, 3),
-                                              attn_mask=filled)
+                                              attn_mask=filled[:, None, None, :])
 
     def _cross_attention(self, x, cross, cross_mask):
         """Plain softmax(q K^T / sqrt(hd) + mask) V. The rows of one document share its keys: they are
@@ -486,8 +492,9 @@ class Decoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, embed_tokens: nn.Embedding, cross: list, cross_mask: torch.Tensor,
                 caches: list | None = None, start: int | torch.Tensor = 0) -> torch.Tensor:
         """input_ids (N, L) -> hidden (N, L, D). cross/caches: one entry per layer (see DecoderLayer)."""
-        # start: an int, or a 0-d tensor (static shapes: see DecoderLayer._static_self_attention)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + (start + POSITION_OFFSET)
+        # start: an int, or a tensor, 0-d or (N,) per row (see DecoderLayer.forward)
+        first = start[:, None] if isinstance(start, torch.Tensor) and start.dim() == 1 else start  # (N, 1) per row
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + (first + POSITION_OFFSET)
         x = embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)
         x = self.layernorm_embedding(x)
         for i, layer in enumerate(self.layers):
@@ -622,11 +629,13 @@ class LSGBartForConditionalGeneration(nn.Module):
         return logits.reshape(*hidden.shape[:-1], -1)
 
     def new_caches(self, rows: int, max_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Preallocated self-attention caches: per decoder layer, keys and values (max_len, N, H, hd)."""
+        """Preallocated self-attention caches: per decoder layer, keys and values (max_len, N, H, hd),
+        zeros (a step with per-row positions reads the unfilled slots under a mask: they must be
+        finite)."""
         c = self.config
         shape = (max_length, rows, c.decoder_attention_heads, c.d_model // c.decoder_attention_heads)
         p = self.final_logits_bias
-        return [(p.new_empty(shape), p.new_empty(shape)) for _ in range(c.decoder_layers)]
+        return [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(c.decoder_layers)]
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:

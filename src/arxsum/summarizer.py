@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search
+from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search, search
 from arxsum.errors import ModelLoadError, OptionsError
 from arxsum.loading import load_model, resolve
 from arxsum.options import DEFAULT_MODEL
@@ -156,14 +158,41 @@ class Summarizer:
 
     def generate(self, encoded: list[Encoded], options: GenerationOptions, on_step=None) -> list[list[int]]:
         """Beam search over one right-padded batch -> token ids per input, in input order."""
+        ids, mask = self._padded(encoded)
+        return beam_search(self.model, ids, mask, options, self.special, on_step=on_step)
+
+    def _padded(self, encoded: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and attention mask (B, longest), on the model's device."""
         longest = max(len(e.ids) for e in encoded)
         ids = torch.full((len(encoded), longest), self.special.pad, dtype=torch.long)
         mask = torch.zeros((len(encoded), longest), dtype=torch.long)
         for i, e in enumerate(encoded):
             ids[i, : len(e.ids)] = torch.tensor(e.ids)
             mask[i, : len(e.ids)] = 1
-        return beam_search(self.model, ids.to(self.device), mask.to(self.device), options, self.special,
-                           on_step=on_step)
+        return ids.to(self.device), mask.to(self.device)
+
+    def summarize_stream(self, texts: Iterable[str], options: GenerationOptions = GenerationOptions(),
+                         max_input_tokens: int | None = None, batch_size: int = 1,
+                         on_step=None) -> Iterator[tuple[int, Summary]]:
+        """(index in texts, Summary) as each summary is done: `batch_size` texts searched together,
+        and when some finish while others still search, the next texts take their rows (continuous
+        batching), so the batch stays full until the texts run out. Texts are read (and tokenized)
+        only when a row is free for them. Each summary is the one the text gets alone (same tokens in
+        float32). A text longer than the running batch's longest waits for the next batch."""
+        limit = self.check_max_input_tokens(max_input_tokens)
+        waiting = _Waiting(enumerate(texts), lambda text: self.encode(text, limit))
+        while batch := waiting.take(batch_size):
+            members = list(batch)  # the search's document numbers: this batch's, then those that join
+
+            def more(n: int, longest: int, members=members) -> list[torch.Tensor]:
+                joining = waiting.take(n, longest)
+                members.extend(joining)
+                return [torch.tensor(e.ids) for _, e in joining]
+
+            ids, mask = self._padded([e for _, e in batch])
+            for doc, out in search(self.model, ids, mask, options, self.special, more=more, on_step=on_step):
+                index, e = members[doc]
+                yield index, Summary(self.decode(out), out, len(e.ids), e.original_tokens, e.truncated)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids)
@@ -189,7 +218,29 @@ class Summarizer:
         opts = GenerationOptions(**options)
         if batch_size < 1:
             raise OptionsError(f"batch_size must be at least 1, got {batch_size}")
-        out: list[str] = []
-        for start in range(0, len(texts), batch_size):
-            out += [s.text for s in self.summarize_batch(texts[start: start + batch_size], opts, max_input_tokens)]
+        out = [""] * len(texts)
+        for i, summary in self.summarize_stream(texts, opts, max_input_tokens, batch_size):
+            out[i] = summary.text
+        return out
+
+
+class _Waiting:
+    """Texts not yet searched, tokenized as they are first needed, handed out in their order."""
+
+    def __init__(self, texts: Iterator[tuple[int, str]], encode: Callable[[str], Encoded]) -> None:
+        self.texts, self.encode = texts, encode
+        self.queue: deque[tuple[int, Encoded]] = deque()
+
+    def take(self, n: int, longest: int | None = None) -> list[tuple[int, Encoded]]:
+        """Up to n, stopping before the first of more than `longest` tokens (it starts a later batch)."""
+        out: list[tuple[int, Encoded]] = []
+        while len(out) < n:
+            if not self.queue:
+                nxt = next(self.texts, None)
+                if nxt is None:
+                    break
+                self.queue.append((nxt[0], self.encode(nxt[1])))
+            if longest is not None and len(self.queue[0][1].ids) > longest:
+                break
+            out.append(self.queue.popleft())
         return out
