@@ -582,3 +582,25 @@ def long_paper(path: Path, pages: int = 40) -> PaperSpec:
     c.showPage()
     c.save()
     return PaperSpec(path, sections=[], body="")
+
+
+MODEL_WORD_LINES = [
+    "The response of the circuit is non-",
+    "linear at high drive, which the measurements below make plain.",
+]
+
+
+def model_word_hyphen(path: Path) -> PaperSpec:
+    """A line-end hyphen ("non-" / "linear") that the paper's own words do not decide: no other
+    form of the word is written, and "non" starts many compounds, so without the model's vocabulary
+    the hyphen stays; with a vocabulary holding "nonlinear" it goes."""
+    _fonts()
+    c = canvas.Canvas(str(path), pagesize=letter)
+    y = _opening(c)
+    y = _lines(c, MODEL_WORD_LINES, 72, y) - 16
+    _references(c, 72, y)
+    c.showPage()
+    c.save()
+    return PaperSpec(path, sections=["1 Introduction"],
+                     body="The response of the circuit is nonlinear at high drive, which the measurements "
+                          "below make plain.")
