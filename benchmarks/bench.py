@@ -342,6 +342,90 @@ def extract_worker(paper: str, out: str) -> dict:
     return {"paper": paper, "extract_s": seconds, "pages": doc.pages, "chars": len(text)}
 
 
+# ---- end to end: a folder of papers through the runner ------------------------------------------
+
+def copy_papers(n: int, folder: Path) -> list[Path]:
+    """`n` copies of the sample PDFs under new names (paper-0000-<name>.pdf, ...), in order."""
+    pdfs = sorted(SAMPLE_PAPERS.glob("*.pdf"))
+    if not pdfs:
+        raise BenchError(f"--folder: no sample papers in {SAMPLE_PAPERS}")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"paper-{i:04d}-{pdfs[i % len(pdfs)].name}"
+        shutil.copyfile(pdfs[i % len(pdfs)], path)
+        paths.append(path)
+    return paths
+
+
+def measure_folder(settings: dict, checkpoint: Path, workdir: Path) -> dict:
+    """The folder run, in a fresh process (this file with --folder-worker SPEC.json)."""
+    folder = workdir / "papers"
+    copy_papers(settings["folder"], folder)
+    spec = {"checkpoint": str(checkpoint), "folder": str(folder), "out": str(workdir / "summaries"),
+            "device": settings["device"], "dtype": settings["dtypes"][0], "batch": settings["folder_batch"],
+            "steps": max(settings["steps"]), "eos_bias": settings["eos_bias"], "page_cut": settings["page_cut"],
+            **GENERATION}
+    path = workdir / "spec-folder.json"
+    path.write_text(json.dumps(spec))
+    out = run_command([sys.executable, str(Path(__file__).resolve()), "--folder-worker", str(path)], "the folder run")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def folder_worker(spec: dict) -> dict:
+    """`arxsum DIR --output-dir OUT -f json` as the CLI runs it (runner.run, the CLI's RunConfig
+    fields), timed from the run's start (imports done) to its end. Summaries are `steps` tokens long
+    (min = max length) as in the model-only rows, or end apart with eos_bias (min length 1)."""
+    import torch
+
+    from arxsum.options import GenerationOptions
+    from arxsum.runner import RunConfig, run
+    from arxsum.summarizer import Summarizer
+
+    device = torch.device(spec["device"])
+
+    def load():
+        summarizer = Summarizer.from_pretrained(spec["checkpoint"], device=spec["device"], dtype=spec["dtype"])
+        if spec["eos_bias"]:
+            summarizer.model.final_logits_bias[0, summarizer.special.eos] += spec["eos_bias"]
+        return summarizer
+
+    options = GenerationOptions(num_beams=spec["num_beams"], length_penalty=spec["length_penalty"],
+                                min_length=1 if spec["eos_bias"] else spec["steps"], max_length=spec["steps"])
+    cfg = RunConfig(inputs=[spec["folder"]], output_dir=Path(spec["out"]), format="json", quiet=True,
+                    batch_size=spec["batch"], options=options, device=spec["device"], model=spec["checkpoint"],
+                    page_cut=spec["page_cut"])
+    from arxsum.runner import default_workers, model_device
+
+    start = time.perf_counter()
+    report = run(cfg, load_summarizer=load)
+    seconds = time.perf_counter() - start
+    done = report.count("done")
+    records = [json.loads(p.read_text()) for p in sorted(Path(spec["out"]).glob("*.json"))]
+    return {
+        "papers": len(report.outcomes), "done": done, "failed": len(report.failures),
+        "seconds": seconds, "papers_per_s": done / seconds,
+        # from the model's loading on: what the model-only rows time (they start from loaded weights)
+        "model_s": report.model_s, "papers_per_s_loaded": done / report.model_s if report.model_s else None,
+        "model_wait_s": report.model_wait_s,
+        "model_wait_share": report.model_wait_s / report.model_s if report.model_s else None,
+        "workers": default_workers(model_device(spec["device"])), "batch": spec["batch"],
+        "page_cut": spec["page_cut"], "eos_bias": spec["eos_bias"],
+        "mean_input_tokens": statistics.mean(r["input_tokens"] for r in records) if records else None,
+        "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def model_only_row(rows: list[dict], settings: dict) -> dict | None:
+    """The model-only row of the folder's batch size and dtype (its papers/s), if one ran."""
+    for row in rows:
+        if row["batch"] == settings["folder_batch"] and row["dtype"] == settings["dtypes"][0] \
+                and "error" not in row.get("arxsum", {"error": ""}):
+            return {"name": row["name"], "papers_per_s": row["arxsum"]["papers_per_s"]}
+    return None
+
+
 # ---- the arxsum side (runs in its own process) -------------------------------------------------
 
 def arxsum_worker(spec: dict) -> dict:
@@ -488,7 +572,8 @@ def render(report: dict) -> str:
                          fmt(r["decode_step_s"], ".1f", 1e3), fmt(r["generate_s"]), fmt(r["end_to_end_s"]),
                          fmt(r["papers_per_s"], ".3f"), fmt(r["peak_rss_mb"], ".0f")]
                         + ([fmt(r["gpu_peak_mb"], ".0f")] if cuda else []))
-    out += ["", table(header, body)]
+    if body:
+        out += ["", table(header, body)]
     if any("speedup_end_to_end" in r for r in report["rows"]):
         header = ["row", "speed-up end to end", "speed-up generate", "vs seed float32", "peak RSS arxsum/seed",
                   "tokens identical", "= float32 (arxsum, seed)"]
@@ -511,7 +596,19 @@ def render(report: dict) -> str:
                                                       ("end_to_end_s", ".2f", 1))]
                 for r in report["rows"] if "floor" in r]
         out += ["", table(header, body)]
-    for dtype, sides in report["precision"].items():
+    folder = report.get("folder")
+    if folder:
+        only = folder.get("model_only")
+        beside = (f"; model only ({only['name']}): {only['papers_per_s']:.2f} papers/s, end to end from the "
+                  f"model's loading {folder['papers_per_s_loaded'] / only['papers_per_s']:.0%} of it"
+                  if only and folder.get("papers_per_s_loaded") else "")
+        out.append(f"\nEnd to end, {folder['done']}/{folder['papers']} papers in {folder['seconds']:.1f} s: "
+                   f"{folder['papers_per_s']:.2f} papers/s ({fmt(folder['papers_per_s_loaded'])} from the model's "
+                   f"loading){beside}; the model waited {fmt(folder['model_wait_s'], '.1f')} s for extraction "
+                   f"({fmt(folder['model_wait_share'], '.0%')}); {folder['workers']} extraction processes, batches of "
+                   f"{folder['batch']}, page cut {'on' if folder['page_cut'] else 'off'}; GPU peak "
+                   f"{fmt(folder['gpu_peak_mb'], '.0f')} MB.")
+    for dtype, sides in report.get("precision", {}).items():
         parts = [f"{side} {t['equal']}/{t['papers']} (mean common prefix {t['mean_common_prefix']:.1f} tokens)"
                  for side, t in sides.items()]
         out.append(f"\n{dtype} summary = float32 summary, token for token: " + "; ".join(parts))
@@ -568,6 +665,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "bench")
     p.add_argument("--quick", action="store_true", help="real architecture at small sizes (1024 tokens, 8 steps)")
     p.add_argument("--tiny", action="store_true", help="the tests' tiny model at tiny sizes (a smoke test)")
+    p.add_argument("--folder", type=int, default=0, metavar="N",
+                   help="end to end: N copies of the sample papers under new names, summarized by arxsum's runner "
+                        "(as `arxsum DIR --output-dir OUT`) with this checkpoint, in a fresh process; papers/s, the "
+                        "model's wait for extraction, GPU peak memory (0: none)")
+    p.add_argument("--folder-batch", type=int, help="--folder: papers per batch (default: the largest --gpu-batches "
+                   "on cuda, 1 on cpu)")
+    p.add_argument("--folder-only", action="store_true", help="--folder without the model-only rows")
+    p.add_argument("--no-page-cut", action="store_true", help="--folder: extract every page (up to --max-pages)")
     return p.parse_args(argv)
 
 
@@ -580,6 +685,10 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         raise BenchError("give --ref-python PATH (the reference venv's python), or --no-ref for arxsum only")
     if ref_python and args.eos_bias:
         raise BenchError("--eos-bias changes arxsum's model only: run it with --no-ref")
+    if args.folder < 0 or (args.folder_batch is not None and args.folder_batch < 1):
+        raise BenchError("--folder must be 0 or more, --folder-batch at least 1")
+    if (args.folder_only or args.no_page_cut or args.folder_batch) and not args.folder:
+        raise BenchError("--folder-only, --folder-batch and --no-page-cut go with --folder N")
     if args.no_compaction and not args.eos_bias:
         raise BenchError("--no-compaction only means something with --eos-bias")
     if ref_python and not Path(ref_python).is_file():
@@ -603,25 +712,27 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     return {**pick, "dtypes": dtypes, "device": args.device, "ref_python": ref_python, "runs": args.runs,
             "threads": args.threads, "only": args.only, "paper": None if paper == "none" else paper,
             "tiny": args.tiny, "generation": GENERATION, "eos_bias": args.eos_bias,
-            "compaction": not args.no_compaction}
+            "compaction": not args.no_compaction, "folder": args.folder, "folder_only": args.folder_only,
+            "folder_batch": args.folder_batch or (max(pick["gpu_batches"]) if args.device == "cuda" else 1),
+            "page_cut": not args.no_page_cut}
 
 
 def bench(settings: dict, cache_dir: Path, out: Path) -> dict:
-    cases = plan(settings)
-    if not cases:
+    cases = [] if settings.get("folder_only") else plan(settings)
+    if not cases and not settings.get("folder"):
         raise BenchError("no rows to run (check --only)")
     checkpoint = ensure_checkpoint(cache_dir, settings["tiny"], settings["ref_python"])
     config = json.loads((checkpoint / "config.json").read_text())
-    if max(c.tokens for c in cases) > config["max_position_embeddings"]:
+    if cases and max(c.tokens for c in cases) > config["max_position_embeddings"]:
         raise BenchError(f"--tokens is more than the checkpoint's {config['max_position_embeddings']} positions")
     report = {"settings": settings, "machine": machine_info(settings["device"]), "checkpoint": str(checkpoint),
               "rows": []}
     with tempfile.TemporaryDirectory(prefix="arxsum-bench-") as tmp:
         workdir = Path(tmp)
-        if settings["device"] == "cpu":
+        if settings["device"] == "cpu" and cases:
             report["limits"] = measure_limits(settings, cache_dir, checkpoint, sorted({c.dtype for c in cases}))
         text = None
-        if settings["paper"]:
+        if settings["paper"] and cases:
             report["extraction"] = measure_extraction(Path(settings["paper"]), workdir)
             text = workdir / "paper.txt"
         for i, case in enumerate(cases, 1):
@@ -631,6 +742,11 @@ def bench(settings: dict, cache_dir: Path, out: Path) -> dict:
             against_floor(row, report.get("limits"), config)
             report["rows"].append(row)
             write_json(report, out)  # after every row: a long run that dies keeps what it measured
+        if settings.get("folder"):
+            say(f"end to end: {settings['folder']} papers through arxsum's runner, batches of {settings['folder_batch']}")
+            report["folder"] = measure_folder(settings, checkpoint, workdir)
+            report["folder"]["model_only"] = model_only_row(report["rows"], settings)
+            write_json(report, out)
     report["precision"] = precision(report["rows"])
     against_seed_float32(report["rows"])
     write_json(report, out)
@@ -691,6 +807,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["--prepare"] and len(argv) == 3:
         print(json.dumps(prepare_worker(argv[1], argv[2])))
+        return 0
+    if argv[:1] == ["--folder-worker"] and len(argv) == 2:
+        print(json.dumps(folder_worker(json.loads(Path(argv[1]).read_text()))))
         return 0
     if argv[:1] == ["--extract"] and len(argv) == 3:
         print(json.dumps(extract_worker(argv[1], argv[2])))
