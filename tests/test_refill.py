@@ -193,3 +193,109 @@ def test_a_longer_document_waits_for_the_next_batch(tiny_model_dir):
     assert sorted(got) == list(range(len(texts)))
     assert [got[i].token_ids for i in range(len(texts))] == want
     assert len(calls) >= 2  # the long fourth text could not join the first batch
+
+
+# ---- the runner: a folder in continuous batches ------------------------------------------------------
+
+def run_folder(tmp_path, summarizer, batch_size: int, texts: list[str], name: str):
+    import io
+    import json
+
+    from rich.console import Console
+
+    from arxsum.runner import RunConfig, run
+
+    folder = tmp_path / name
+    folder.mkdir()
+    for i, text in enumerate(texts):
+        (folder / f"p{i:02d}.txt").write_text(text)
+    out, err = io.StringIO(), io.StringIO()
+    cfg = RunConfig(inputs=[str(folder)], format="jsonl", batch_size=batch_size, timeout=0, raw=True)
+    report = run(cfg, load_summarizer=lambda: summarizer, stdin=io.BytesIO(), stdout=out,
+                 console=Console(file=err, width=200, color_system=None))
+    return report, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
+
+
+def test_a_folder_in_continuous_batches_gets_the_summaries_of_one_at_a_time(tiny_model_dir, tmp_path, monkeypatch):
+    summarizer = Summarizer.from_pretrained(tiny_model_dir, device="cpu", dtype="float32")
+    summarizer.model.final_logits_bias[0, summarizer.special.eos] += 5.5  # summaries end apart
+    words = "we study the dynamics of a driven quantum system and neural networks generalize well".split()
+    texts = [" ".join(words[(i * 7 + j) % len(words)] for j in range(10 + 37 * i % 120)) for i in range(12)]
+    _, one, _ = run_folder(tmp_path, summarizer, 1, texts, "one")
+    seen = Refills(monkeypatch, decoding.DecoderState)
+    report, batched, _ = run_folder(tmp_path, summarizer, 3, texts, "batched")
+    assert report.exit_code == 0
+    assert [r["source"].rsplit("/", 1)[-1] for r in batched] == [f"p{i:02d}.txt" for i in range(12)]  # input order
+    assert [r["summary"] for r in batched] == [r["summary"] for r in one]
+    assert len({r["summary"] for r in one}) > 1 and seen.blocks  # papers joined running batches
+
+
+class StreamingFake:
+    """The fake summarizer with summarize_stream: batches of batch_size refilled one paper at a time,
+    summaries in the order papers finish (shortest first within what is in flight)."""
+
+    def __new__(cls, base, fail_on: str | None = None, oom_above: int | None = None):
+        class Streaming(type(base)):
+            def summarize_stream(self, texts, options=None, max_input_tokens=None, batch_size=1, on_step=None):
+                self.calls.append(batch_size)
+                if oom_above is not None and batch_size > oom_above:
+                    next(iter(texts), None)
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                flight: list[tuple[int, str]] = []
+                source = enumerate(texts)
+                while True:
+                    while len(flight) < batch_size and (nxt := next(source, None)) is not None:
+                        if fail_on and nxt[1].startswith(fail_on):
+                            raise RuntimeError("index out of range in self")
+                        flight.append(nxt)
+                    if not flight:
+                        return
+                    flight.sort(key=lambda t: len(t[1]))
+                    i, text = flight.pop(0)
+                    yield i, self.summarize_batch([text], options, max_input_tokens)[0]
+
+            def summarize_batch(self, texts, options=None, max_input_tokens=None):
+                if fail_on and any(t.startswith(fail_on) for t in texts):
+                    raise RuntimeError("index out of range in self")
+                return super().summarize_batch(texts, options, max_input_tokens)
+
+        return Streaming()
+
+
+def fake_folder(tmp_path, summarizer, batch_size: int, names: dict[str, int]):
+    import io
+    import json
+
+    from rich.console import Console
+
+    from arxsum.runner import RunConfig, run
+
+    paths = []
+    for name, n in names.items():
+        path = tmp_path / name
+        path.write_text(" ".join(f"{path.stem}{i}" for i in range(n)))
+        paths.append(path)
+    out, err = io.StringIO(), io.StringIO()
+    cfg = RunConfig(inputs=[str(p) for p in paths], format="jsonl", batch_size=batch_size, timeout=0)
+    report = run(cfg, load_summarizer=lambda: summarizer, stdin=io.BytesIO(), stdout=out,
+                 console=Console(file=err, width=200, color_system=None))
+    return report, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue(), paths
+
+
+def test_streamed_cuda_oom_halves_the_batch_and_every_paper_gets_one_summary(tmp_path, fake_summarizer):
+    summarizer = StreamingFake(fake_summarizer, oom_above=2)
+    report, out, err, paths = fake_folder(tmp_path, summarizer, 8, {f"p{i}.txt": 10 + i for i in range(8)})
+    assert report.exit_code == 0
+    assert [r["source"] for r in out] == [str(p) for p in paths]
+    assert [c for c in summarizer.calls if c > 1] == [8, 4, 2]  # streams; the 1s are the papers themselves
+    assert "CUDA out of memory with a batch of 8; retrying with 4" in err and "retrying with 2" in err
+
+
+def test_a_paper_that_breaks_a_streamed_batch_fails_alone(tmp_path, fake_summarizer, monkeypatch):
+    monkeypatch.delenv("ARXSUM_DEBUG", raising=False)
+    summarizer = StreamingFake(fake_summarizer, fail_on="bad")
+    names = {"a.txt": 3, "b.txt": 9, "bad.txt": 4, "c.txt": 5, "d.txt": 6, "e.txt": 7}
+    report, out, _, _ = fake_folder(tmp_path, summarizer, 2, names)
+    assert [o.status for o in report.outcomes] == ["done", "done", "failed", "done", "done", "done"]
+    assert report.outcomes[2].reason == "index out of range in self"
+    assert len(out) == 5 and len(summarizer.calls) >= 2  # the stream went on after the failure

@@ -234,12 +234,12 @@ def run(cfg: RunConfig, *, load_summarizer: Callable[[], object], stdin: BinaryI
 
             feed = Feed(todo, items, report, extractor, progress, claims, overwrite=cfg.overwrite,
                         lookahead=lookahead)
-            for window in windows(feed, engine):
-                jobs = [job for i in window if (job := prepare(i, items[i], feed.futures.pop(i), cfg, engine,
+            def prepared(window: list[int]) -> list[Job]:
+                return [job for i in window if (job := prepare(i, items[i], feed.futures.pop(i), cfg, engine,
                                                               report, sink, progress))]
-                for batch in make_batches(jobs, engine.batch_size):
-                    for job, result in engine.summarize(batch):
-                        settle(job, result, report, sink, progress)
+
+            for job, result in engine.summarize_all(prepared(window) for window in windows(feed, engine)):
+                settle(job, result, report, sink, progress)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -598,6 +598,80 @@ class Engine:
         reason = cpukernels.unavailable_reason()
         if reason and "ARXSUM_CPU_KERNELS" not in reason:
             self.progress.note(f"decoding without the CPU kernels ({reason}): about 2x slower")
+
+    def summarize_all(self, windows: Iterable[list[Job]]) -> Iterator[tuple[Job, Result | str]]:
+        """Step 5-6: results for the jobs of each window as they are done. Batches of one go one by
+        one, in input order; larger ones (sorted longest first within a window) are continuously
+        batched where the summarizer can (`summarize_stream`): the next papers take the rows of
+        finished ones, across windows too, so the batch stays full until the inputs run out."""
+        windows = iter(windows)
+        for window in windows:
+            if self.batch_size > 1 and hasattr(self.summarizer, "summarize_stream"):
+                yield from self._stream(window, windows)
+                return
+            for batch in make_batches(window, self.batch_size):
+                yield from self.summarize(batch)
+
+    def _stream(self, first: list[Job], windows: Iterator[list[Job]]) -> Iterator[tuple[Job, Result | str]]:
+        """Continuous batching over `first` and every later window. On CUDA out-of-memory the batch
+        size is halved and the papers in flight start again; a paper that breaks a batch is found by
+        running that batch's papers alone (as _generate does), and the stream goes on."""
+        queue = deque(sorted(first, key=lambda j: -j.tokens))
+
+        def jobs() -> Iterator[Job]:
+            while True:
+                if not queue:
+                    nxt = next(windows, None)
+                    if nxt is None:
+                        return
+                    queue.extend(sorted(nxt, key=lambda j: -j.tokens))
+                    continue
+                yield queue.popleft()
+
+        while True:
+            taken: list[Job] = []  # in the order the stream took them: its indices
+            finished: set[int] = set()
+
+            def texts(taken=taken) -> Iterator[str]:
+                for job in jobs():
+                    taken.append(job)
+                    yield job.text
+
+            stream = self.summarizer.summarize_stream(texts(), self.cfg.options, self.max_input_tokens,
+                                                      self.batch_size, **self._step_timer(f"{self.batch_size} papers"))
+            last = time.perf_counter()
+            try:
+                for i, summary in stream:
+                    now = time.perf_counter()
+                    finished.add(i)
+                    yield taken[i], self._result(taken[i], summary, now - last)
+                    last = now
+                return
+            except Exception as e:
+                in_flight = [job for i, job in enumerate(taken) if i not in finished]
+                if is_cuda_oom(e):
+                    release_cuda_cache()
+                    self.progress.note(f"CUDA out of memory with a batch of {self.batch_size}; "
+                                       f"retrying with {max(1, self.batch_size // 2)}")
+                    self.batch_size = max(1, self.batch_size // 2)
+                    queue.extendleft(reversed(in_flight))  # they start again, first
+                elif (isinstance(e, ArxsumError) and not isinstance(e, InputError)) or (
+                        debug() and not isinstance(e, ArxsumError)):
+                    raise
+                else:
+                    for job in in_flight:  # alone, as _generate finds the paper at fault
+                        yield from self.summarize([job])
+                if self.batch_size == 1:  # after the back-off: one by one from here on
+                    for job in jobs():
+                        yield from self.summarize([job])
+                    return
+
+    def _step_timer(self, what: str) -> dict:
+        live = getattr(self.progress, "live", False)  # a Ray actor's notes have no live line
+        if live:
+            self.progress.phase(f"{what}: encoding")
+            return {"on_step": StepTimer(self.progress, what, self.cfg.options.max_length)}
+        return {}
 
     def summarize(self, batch: list[Job]) -> Iterator[tuple[Job, Result | str]]:
         """Step 6: Results (or failure reasons) for one batch, halving it on CUDA out-of-memory."""
