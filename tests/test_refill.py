@@ -197,7 +197,7 @@ def test_a_longer_document_waits_for_the_next_batch(tiny_model_dir):
 
 # ---- the runner: a folder in continuous batches ------------------------------------------------------
 
-def run_folder(tmp_path, summarizer, batch_size: int, texts: list[str], name: str):
+def run_folder(tmp_path, summarizer, batch_size: int, texts: list[str], name: str, refill: bool = True):
     import io
     import json
 
@@ -210,7 +210,7 @@ def run_folder(tmp_path, summarizer, batch_size: int, texts: list[str], name: st
     for i, text in enumerate(texts):
         (folder / f"p{i:02d}.txt").write_text(text)
     out, err = io.StringIO(), io.StringIO()
-    cfg = RunConfig(inputs=[str(folder)], format="jsonl", batch_size=batch_size, timeout=0, raw=True)
+    cfg = RunConfig(inputs=[str(folder)], format="jsonl", batch_size=batch_size, timeout=0, raw=True, refill=refill)
     report = run(cfg, load_summarizer=lambda: summarizer, stdin=io.BytesIO(), stdout=out,
                  console=Console(file=err, width=200, color_system=None))
     return report, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
@@ -228,6 +228,9 @@ def test_a_folder_in_continuous_batches_gets_the_summaries_of_one_at_a_time(tiny
     assert [r["source"].rsplit("/", 1)[-1] for r in batched] == [f"p{i:02d}.txt" for i in range(12)]  # input order
     assert [r["summary"] for r in batched] == [r["summary"] for r in one]
     assert len({r["summary"] for r in one}) > 1 and seen.blocks  # papers joined running batches
+    joined = len(seen.blocks)
+    _, drained, _ = run_folder(tmp_path, summarizer, 3, texts, "drained", refill=False)  # RunConfig(refill=False)
+    assert [r["summary"] for r in drained] == [r["summary"] for r in one] and len(seen.blocks) == joined
 
 
 class StreamingFake:

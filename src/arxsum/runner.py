@@ -145,6 +145,7 @@ class RunConfig:
     device: str = "auto"  # where the model runs (auto, cpu, cuda, cuda:N): sizes the extraction
     model: str | None = None  # its hub id or folder: extraction borrows its tokenizer when it is local
     page_cut: bool = True  # with the model's tokenizer at hand, read a PDF's pages only as far as it reads
+    refill: bool = True  # batches > 1: finished papers' rows go to the next papers (False: batches drain)
 
     def check(self) -> None:
         if self.format not in WRITERS:
@@ -606,7 +607,7 @@ class Engine:
         finished ones, across windows too, so the batch stays full until the inputs run out."""
         windows = iter(windows)
         for window in windows:
-            if self.batch_size > 1 and hasattr(self.summarizer, "summarize_stream"):
+            if self.batch_size > 1 and self.cfg.refill and hasattr(self.summarizer, "summarize_stream"):
                 yield from self._stream(window, windows)
                 return
             for batch in make_batches(window, self.batch_size):
