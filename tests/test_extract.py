@@ -474,20 +474,17 @@ def test_drawing_regions_are_plots_not_rules_or_frames():
     frame = [(b"re", [70, 400, 472, 60]), (b"S", [])]  # a boxed equation, a framed theorem
     rounded = [(b"m", [80, 300]), *[(b"c", [0, 0, 1, 1, 80 + i, 300 + i]) for i in range(4)], (b"h", []), (b"S", [])]
     clip = [(b"re", [0, 0, 612, 792]), (b"W", []), (b"n", [])]
-    assert figure_regions(_drawing(rules + frame + rounded + clip), 612, 792) == []
+    assert figure_regions(_drawing(rules + frame + rounded + clip)) == []
     ticks = [op for i in range(8) for op in ((b"m", [100 + 20 * i, 100]), (b"l", [100 + 20 * i, 104]))]
     curve = [(b"m", [100, 120]), *[(b"l", [100 + 3 * i, 120 + (i % 5)]) for i in range(1, 40)], (b"S", [])]
     axes = [(b"re", [100, 100, 160, 80]), (b"S", [])]
-    (plot,) = figure_regions(_drawing(axes + ticks + [(b"S", [])] + curve), 612, 792)
+    (plot,) = figure_regions(_drawing(axes + ticks + [(b"S", [])] + curve))
     assert (plot.x0, plot.y0, plot.x1, plot.y1) == (100, 100, 260, 180) and plot.details >= 40
     scaled = _drawing(axes + ticks + [(b"S", [])], cm=(0.5, 0, 0, 0.5, 10, 20))  # under cm: page space
     assert (scaled[0].x0, scaled[0].y0, scaled[0].x1, scaled[0].y1) == (60, 70, 140, 110)
-    page = [(b"m", [10, 10]), *[(b"l", [10 + 7 * i, 10 + 9 * (i % 2)]) for i in range(1, 90)], (b"S", []),
-            (b"m", [10, 780]), (b"l", [600, 10]), (b"S", [])]
-    assert figure_regions(_drawing(page), 612, 792) == []  # a drawing over most of the page: a background
 
 
-def test_drawing_regions_of_images_and_forms():
+def test_drawing_regions_of_images():
     from pypdf.generic import ArrayObject, DictionaryObject, FloatObject, NameObject
 
     from arxsum.drawing import Drawing, figure_regions
@@ -497,16 +494,13 @@ def test_drawing_regions_of_images_and_forms():
         d.update({NameObject(f"/{k}"): v for k, v in entries.items()})
         return d
 
-    bbox = ArrayObject([FloatObject(v) for v in (0, 0, 200, 100)])
+    page_box = ArrayObject([FloatObject(v) for v in (0, 0, 612, 792)])
     drawing = Drawing(DictionaryObject({NameObject("/Im1"): xobject("/Image"), NameObject("/Fm1"): xobject(
-        "/Form", BBox=bbox)}))
+        "/Form", BBox=page_box)}))
     drawing.before(b"Do", [NameObject("/Im1")], [150, 0, 0, 100, 72, 500])  # an image, 150 x 100 pt
     drawing.before(b"Do", [NameObject("/Im1")], [8, 0, 0, 8, 300, 700])  # an icon
-    drawing.before(b"Do", [NameObject("/Fm1")], [1, 0, 0, 1, 300, 200], 4)  # a form: the 5th drawing
-    regions = figure_regions(drawing.marks, 612, 792)
-    assert [(r.x0, r.y0, r.x1, r.y1) for r in regions] == [(72, 500, 222, 600), (300, 200, 500, 300)]
-    assert drawing.marks[-1].form == 5
-    assert len(figure_regions(drawing.marks, 612, 792, skip_forms={5})) == 1  # a page wrapped in a form
+    drawing.before(b"Do", [NameObject("/Fm1")], [1, 0, 0, 1, 300, 200])  # a form: its text is known by itself
+    assert [(r.x0, r.y0, r.x1, r.y1) for r in figure_regions(drawing.marks)] == [(72, 500, 222, 600)]
 
 
 def test_prose_inside_a_figure_region_stays():
@@ -524,6 +518,11 @@ def test_prose_inside_a_figure_region_stays():
     lines = [prose, label, below, caption, sentence, far, heading]
     mark_figure_text(lines, [region])
     assert [ln.furniture == FIGURE_TEXT for ln in lines] == [False, True, True, False, False, False, False]
+    # a "figure" with paragraphs in it is a background image or a page frame: its short lines stay
+    paragraph = [Line(0, [Fragment(72, 450 - 12 * i, 10, "Vera", prose.text)]) for i in range(3)]
+    label.furniture = None
+    mark_figure_text([*paragraph, label], [region])
+    assert label.furniture is None
 
 
 def test_max_pages(generated):

@@ -4,8 +4,9 @@ Plots and diagrams that TeX draws itself (TikZ, pgfplots, PSTricks, EPS flattene
 ps2pdf) are no form XObject: their paths and their labels sit in the page's own content stream,
 between the paragraphs. pypdf reports every operator of that stream to `visitor_operand_before`
 with the current transformation matrix; `Drawing` follows the page's own operators (not those
-inside form XObjects, whose text is known to be a graphic's already) and keeps each painted path,
-image and form drawing as a `Mark` in page space. `figure_regions` joins marks that touch into
+inside form XObjects, whose text is known to be a graphic's already) and keeps each painted path
+and image as a `Mark` in page space. (A form's /BBox is no measure of its graphic: some PDF tools
+give every form the whole page's box.) `figure_regions` joins marks that touch into
 clusters and keeps the clusters made of what plots and diagrams are made of: curves, short or
 slanted strokes (ticks, arrows, markers), many small shapes, or an image. Rules and frames alone
 (tables, footnote rules, fraction bars, boxed equations, framed theorems, algorithm boxes,
@@ -23,21 +24,19 @@ THIN = 2.0  # points: a rectangle this thin is a rule
 TOUCH = 3.0  # points: marks this close belong to one drawing
 FIGURE_DETAILS = 12  # details that make a cluster a figure: a rounded frame has 4, a plot's ticks alone ~10
 MIN_IMAGE = 400.0  # square points: smaller images are icons and inline symbols (an ORCID logo, an emoji)
-MAX_PAGE_SHARE = 0.6  # a drawing over more of the page than this is a page frame or background
 PAINT = frozenset({b"S", b"s", b"f", b"F", b"f*", b"B", b"B*", b"b", b"b*"})
 
 
 @dataclass
 class Mark:
-    """A painted path, an image or a form drawing, in page space (points, origin bottom-left)."""
+    """A painted path or an image, in page space (points, origin bottom-left)."""
 
     x0: float
     y0: float
     x1: float
     y1: float
     details: int = 0  # curve pieces, short or slanted strokes, small shapes
-    image: bool = False  # an image, or a form XObject (an included graphic)
-    form: int | None = None  # for a form: the FormTracker drawing it starts
+    image: bool = False
 
     def touches(self, other: Mark, gap: float = TOUCH) -> bool:
         return (self.x0 - gap <= other.x1 and other.x0 - gap <= self.x1
@@ -61,7 +60,7 @@ class Drawing:
     """Collects the marks of one content stream's own operators (call `before` for each)."""
 
     def __init__(self, xobjects=None) -> None:
-        self.xobjects = xobjects  # the page's /XObject resources, to tell images from forms
+        self.xobjects = xobjects  # the page's /XObject resources, to find its images
         self.marks: list[Mark] = []
         self._box: list[float] | None = None  # the current path's page-space bounds
         self._details = 0
@@ -69,11 +68,11 @@ class Drawing:
         self._start = (0.0, 0.0)  # the current subpath's start
         self._cm = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 
-    def before(self, operator: bytes, operands, cm, forms_seen: int = 0) -> None:
+    def before(self, operator: bytes, operands, cm) -> None:
         """One operator of the stream, before pypdf runs it (`cm`: the current matrix)."""
         handler = _HANDLERS.get(operator)
         if handler is not None:
-            handler(self, operands, cm, forms_seen)
+            handler(self, operands, cm)
 
     def _path(self, operator: bytes, operands, cm) -> None:
         try:
@@ -155,42 +154,31 @@ class Drawing:
         self._box = None
         self._details = 0
 
-    # --- images and forms ---
+    # --- images ---
 
-    def _xobject(self, operands, cm, forms_seen: int) -> None:
+    def _xobject(self, operands, cm) -> None:
         try:
-            name = operands[0]
-            xobject = self.xobjects[name].get_object()
-            subtype = xobject.get("/Subtype")
+            subtype = self.xobjects[operands[0]].get_object().get("/Subtype")
         except (KeyError, TypeError, AttributeError, IndexError):
             return
         if subtype == "/Image":
-            self._unit_square(cm, image=True)
-        elif subtype == "/Form":
-            try:
-                x0, y0, x1, y1 = (float(v) for v in xobject["/BBox"])
-                matrix = [float(v) for v in xobject.get("/Matrix", (1, 0, 0, 1, 0, 0))]
-            except (KeyError, TypeError, ValueError):
-                return
-            self._cm = _multiply(matrix, [float(v) for v in cm])
-            corners = [self._to_page(x, y) for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))]
-            xs, ys = [p[0] for p in corners], [p[1] for p in corners]
-            self.marks.append(Mark(min(xs), min(ys), max(xs), max(ys), image=True, form=forms_seen + 1))
+            self._unit_square(cm)
 
-    def _inline_image(self, operands, cm, forms_seen: int) -> None:
-        self._unit_square(cm, image=True)
+    def _inline_image(self, operands, cm) -> None:
+        self._unit_square(cm)
 
-    def _unit_square(self, cm, image: bool) -> None:
+    def _unit_square(self, cm) -> None:
+        """An image: the unit square under the current matrix."""
         self._cm = tuple(float(v) for v in cm)
         corners = [self._to_page(x, y) for x, y in ((0, 0), (1, 0), (0, 1), (1, 1))]
         xs, ys = [p[0] for p in corners], [p[1] for p in corners]
-        self.marks.append(Mark(min(xs), min(ys), max(xs), max(ys), image=image))
+        self.marks.append(Mark(min(xs), min(ys), max(xs), max(ys), image=True))
 
 
 _PATH_OPS = {b"m": Drawing._m, b"l": Drawing._l, b"c": Drawing._curve, b"v": Drawing._curve,
              b"y": Drawing._curve, b"h": Drawing._h, b"re": Drawing._re}
 _HANDLERS = {
-    **{op: lambda self, operands, cm, _, op=op: self._path(op, operands, cm) for op in _PATH_OPS},
+    **{op: lambda self, operands, cm, op=op: self._path(op, operands, cm) for op in _PATH_OPS},
     **dict.fromkeys(PAINT, Drawing._paint),
     b"n": Drawing._discard,
     b"Do": Drawing._xobject,
@@ -198,27 +186,13 @@ _HANDLERS = {
 }
 
 
-def _multiply(m, n):
-    """Product of two PDF matrices given as 6-sequences (a b c d e f): m applied first."""
-    return (
-        m[0] * n[0] + m[1] * n[2],
-        m[0] * n[1] + m[1] * n[3],
-        m[2] * n[0] + m[3] * n[2],
-        m[2] * n[1] + m[3] * n[3],
-        m[4] * n[0] + m[5] * n[2] + n[4],
-        m[4] * n[1] + m[5] * n[3] + n[5],
-    )
-
-
-def figure_regions(marks: list[Mark], width: float, height: float, skip_forms: set[int] | None = None) -> list[Mark]:
+def figure_regions(marks: list[Mark]) -> list[Mark]:
     """Clusters of touching marks that are figures: enough details (curves, ticks, markers), or an
-    image or included graphic of some size; none that covers most of the page.
-
-    `skip_forms` are form drawings that turned out to be whole pages wrapped up, not graphics."""
+    image of some size. (A page's background or frame is told apart by the
+    prose it holds, in `pdftext`; its size cannot tell it from a page-sized plot or a standalone
+    figure's cropped page.)"""
     clusters: list[Mark] = []
     for mark in marks:
-        if mark.form is not None and skip_forms and mark.form in skip_forms:
-            continue
         if mark.image and mark.area < MIN_IMAGE:
             continue
         joined = Mark(mark.x0, mark.y0, mark.x1, mark.y1, mark.details, mark.image)
@@ -230,8 +204,7 @@ def figure_regions(marks: list[Mark], width: float, height: float, skip_forms: s
                 rest.append(cluster)
         clusters = [*rest, joined]
     clusters = _merged(clusters)
-    page = max(1.0, width * height)
-    return [c for c in clusters if (c.image or c.details >= FIGURE_DETAILS) and c.area <= MAX_PAGE_SHARE * page]
+    return [c for c in clusters if c.image or c.details >= FIGURE_DETAILS]
 
 
 def _merged(clusters: list[Mark]) -> list[Mark]:

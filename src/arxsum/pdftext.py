@@ -58,6 +58,7 @@ LABEL_MARGIN = 2.5
 LABEL_WORDS = 6
 CAPTION_START = re.compile(r"^(fig(ure)?|table|tab|algorithm)\.?\s*[A-Z]?\d", re.IGNORECASE)
 SECTION_START = re.compile(r"^(\d{1,2}(\.\d{1,2})*\.?|[IVX]{1,5}\.)\s+[A-Z][a-z]")
+MAX_PROSE_LINES = 3  # a "figure" holding this many prose lines is a background, a frame or a box
 PROSE_WORDS = 10  # a line of this many words inside a figure's region is running text, not a label
 ROTATED = "rotated text fragments (arXiv stamp)"
 CONTROLS = "control characters"
@@ -209,7 +210,7 @@ def page_fragments(page) -> tuple[list[Fragment], Counter, list[Mark]]:
 
     def before(operator, operands, cm, tm):
         if not forms.stack:  # the page's own operators: a form's are its graphic's
-            drawing.before(operator, operands, cm, forms.drawings)
+            drawing.before(operator, operands, cm)
         forms.before(operator, operands, cm, tm)
 
     page.extract_text(visitor_text=visit, visitor_operand_before=before, visitor_operand_after=forms.after)
@@ -221,8 +222,7 @@ def page_fragments(page) -> tuple[list[Fragment], Counter, list[Mark]]:
     for f in fragments:
         if f.form in wrapped:
             f.form = None
-    box = page.mediabox
-    regions = figure_regions(drawing.marks, float(box.width), float(box.height), wrapped)
+    regions = figure_regions(drawing.marks)
     dropped = +dropped  # no zero counts
     visible = [f for f in fragments if f.size >= MIN_SIZE]
     if sum(len(f.text) for f in visible) < 0.1 * sum(len(f.text) for f in fragments):
@@ -444,6 +444,7 @@ def mark_figure_text(lines: list[Line], regions: list[Mark] | None = None) -> li
     the page itself, are its labels, ticks and legends; so are short label-like lines just around
     such a region (tick and axis labels sit outside the axes). A line of prose inside a region
     stays: a paragraph beside a drawing's edge, a diagram's long sentence."""
+    regions = [r for r in regions or [] if not _holds_prose(r, lines)]
     for ln in lines:
         chars = sum(len(f.text.strip()) for f in ln.fragments)
         inside = sum(len(f.text.strip()) for f in ln.fragments if f.form is not None)
@@ -452,6 +453,18 @@ def mark_figure_text(lines: list[Line], regions: list[Mark] | None = None) -> li
         if inside > 0.5 * chars or regions and _in_figure_region(ln, regions, chars):
             ln.furniture = FIGURE_TEXT
     return lines
+
+
+def _holds_prose(region: Mark, lines: list[Line]) -> bool:
+    """A region with several lines of prose in it is a page's background, frame or colored box
+    (an image behind the text, a drawn page border), not a figure."""
+    prose = 0
+    for ln in lines:
+        if _prose_line(ln) and region.holds(ln.x, ln.y, 1.0):
+            prose += 1
+            if prose >= MAX_PROSE_LINES:
+                return True
+    return False
 
 
 def _in_figure_region(line: Line, regions: list[Mark], chars: int) -> bool:
