@@ -344,11 +344,11 @@ def extract_worker(paper: str, out: str) -> dict:
 
 # ---- end to end: a folder of papers through the runner ------------------------------------------
 
-def copy_papers(n: int, folder: Path) -> list[Path]:
+def copy_papers(n: int, folder: Path, samples: Path = SAMPLE_PAPERS) -> list[Path]:
     """`n` copies of the sample PDFs under new names (paper-0000-<name>.pdf, ...), in order."""
-    pdfs = sorted(SAMPLE_PAPERS.glob("*.pdf"))
+    pdfs = sorted(samples.glob("*.pdf"))
     if not pdfs:
-        raise BenchError(f"--folder: no sample papers in {SAMPLE_PAPERS}")
+        raise BenchError(f"--folder: no sample papers in {samples} (--samples DIR)")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
@@ -361,10 +361,11 @@ def copy_papers(n: int, folder: Path) -> list[Path]:
 def measure_folder(settings: dict, checkpoint: Path, workdir: Path) -> dict:
     """The folder run, in a fresh process (this file with --folder-worker SPEC.json)."""
     folder = workdir / "papers"
-    copy_papers(settings["folder"], folder)
+    copy_papers(settings["folder"], folder, Path(settings["samples"]))
     spec = {"checkpoint": str(checkpoint), "folder": str(folder), "out": str(workdir / "summaries"),
             "device": settings["device"], "dtype": settings["dtypes"][0], "batch": settings["folder_batch"],
             "steps": max(settings["steps"]), "eos_bias": settings["eos_bias"], "page_cut": settings["page_cut"],
+            "refill": settings["refill"],
             **GENERATION}
     path = workdir / "spec-folder.json"
     path.write_text(json.dumps(spec))
@@ -394,7 +395,7 @@ def folder_worker(spec: dict) -> dict:
                                 min_length=1 if spec["eos_bias"] else spec["steps"], max_length=spec["steps"])
     cfg = RunConfig(inputs=[spec["folder"]], output_dir=Path(spec["out"]), format="json", quiet=True,
                     batch_size=spec["batch"], options=options, device=spec["device"], model=spec["checkpoint"],
-                    page_cut=spec["page_cut"])
+                    page_cut=spec["page_cut"], refill=spec["refill"])
     from arxsum.runner import default_workers, model_device
 
     start = time.perf_counter()
@@ -410,7 +411,7 @@ def folder_worker(spec: dict) -> dict:
         "model_wait_s": report.model_wait_s,
         "model_wait_share": report.model_wait_s / report.model_s if report.model_s else None,
         "workers": default_workers(model_device(spec["device"])), "batch": spec["batch"],
-        "page_cut": spec["page_cut"], "eos_bias": spec["eos_bias"],
+        "page_cut": spec["page_cut"], "eos_bias": spec["eos_bias"], "refill": spec["refill"],
         "mean_input_tokens": statistics.mean(r["input_tokens"] for r in records) if records else None,
         "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "peak_rss_mb": peak_rss_mb(),
@@ -606,7 +607,8 @@ def render(report: dict) -> str:
                    f"{folder['papers_per_s']:.2f} papers/s ({fmt(folder['papers_per_s_loaded'])} from the model's "
                    f"loading){beside}; the model waited {fmt(folder['model_wait_s'], '.1f')} s for extraction "
                    f"({fmt(folder['model_wait_share'], '.0%')}); {folder['workers']} extraction processes, batches of "
-                   f"{folder['batch']}, page cut {'on' if folder['page_cut'] else 'off'}; GPU peak "
+                   f"{folder['batch']} ({'refilled' if folder['refill'] else 'drained'}), page cut "
+                   f"{'on' if folder['page_cut'] else 'off'}; GPU peak "
                    f"{fmt(folder['gpu_peak_mb'], '.0f')} MB.")
     for dtype, sides in report.get("precision", {}).items():
         parts = [f"{side} {t['equal']}/{t['papers']} (mean common prefix {t['mean_common_prefix']:.1f} tokens)"
@@ -673,6 +675,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "on cuda, 1 on cpu)")
     p.add_argument("--folder-only", action="store_true", help="--folder without the model-only rows")
     p.add_argument("--no-page-cut", action="store_true", help="--folder: extract every page (up to --max-pages)")
+    p.add_argument("--no-refill", action="store_true", help="--folder: batches drain before the next papers start "
+                   "(RunConfig.refill off: compaction only), to compare with refill")
+    p.add_argument("--samples", type=Path, default=SAMPLE_PAPERS, help=f"--folder: where the sample PDFs are "
+                   f"(default {SAMPLE_PAPERS})")
     return p.parse_args(argv)
 
 
@@ -687,8 +693,9 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         raise BenchError("--eos-bias changes arxsum's model only: run it with --no-ref")
     if args.folder < 0 or (args.folder_batch is not None and args.folder_batch < 1):
         raise BenchError("--folder must be 0 or more, --folder-batch at least 1")
-    if (args.folder_only or args.no_page_cut or args.folder_batch) and not args.folder:
-        raise BenchError("--folder-only, --folder-batch and --no-page-cut go with --folder N")
+    if (args.folder_only or args.no_page_cut or args.folder_batch or args.no_refill) and not args.folder:
+        raise BenchError("--folder-only, --folder-batch, --no-page-cut and --no-refill go with --folder N "
+                         "(the model-only rows have no queue of papers to refill from)")
     if args.no_compaction and not args.eos_bias:
         raise BenchError("--no-compaction only means something with --eos-bias")
     if ref_python and not Path(ref_python).is_file():
@@ -714,7 +721,7 @@ def resolve_settings(args: argparse.Namespace) -> dict:
             "tiny": args.tiny, "generation": GENERATION, "eos_bias": args.eos_bias,
             "compaction": not args.no_compaction, "folder": args.folder, "folder_only": args.folder_only,
             "folder_batch": args.folder_batch or (max(pick["gpu_batches"]) if args.device == "cuda" else 1),
-            "page_cut": not args.no_page_cut}
+            "page_cut": not args.no_page_cut, "samples": str(args.samples), "refill": not args.no_refill}
 
 
 def bench(settings: dict, cache_dir: Path, out: Path) -> dict:

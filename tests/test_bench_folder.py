@@ -28,9 +28,11 @@ def test_folder_end_to_end_in_the_json(tmp_path):
     assert folder["papers"] == folder["done"] == 6 and folder["failed"] == 0
     assert 0 <= folder["model_wait_s"] <= folder["model_s"] <= folder["seconds"]
     assert folder["papers_per_s"] > 0 and folder["page_cut"] is True and folder["gpu_peak_mb"] is None
+    assert folder["refill"] is True and folder["workers"] >= 2
     assert "End to end, 6/6 papers" in proc.stdout and "the model waited" in proc.stdout
 
 
-def test_folder_options_are_checked():
-    proc = subprocess.run([sys.executable, str(BENCH), "--no-ref", "--no-page-cut"], capture_output=True, text=True)
+@pytest.mark.parametrize("flag", ["--no-page-cut", "--no-refill", "--folder-only"])
+def test_folder_options_are_checked(flag):
+    proc = subprocess.run([sys.executable, str(BENCH), "--no-ref", flag], capture_output=True, text=True)
     assert proc.returncode == 1 and "go with --folder N" in proc.stderr
