@@ -9,7 +9,7 @@ PAPER ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint bench gpu-check ref-venv clean
+.PHONY: install run test test-fast lint bench fidelity gpu-check ref-venv clean
 
 # Set-up lines are silent and pip's output goes to stderr: `make run` keeps stdout for the summary.
 $(BIN)/.installed: pyproject.toml
@@ -42,8 +42,15 @@ test-fast: install ref-venv
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
+# FIDELITY=0 skips the bfloat16-vs-float32 comparison of both sides (benchmarks/fidelity.py, minutes)
+FIDELITY ?= 1
+FIDELITY_ARGS ?=
 bench: install ref-venv
 	$(BIN)/python benchmarks/bench.py --ref-python $(REF_VENV)/bin/python $(ARGS)
+	@if [ "$(FIDELITY)" != 0 ]; then $(BIN)/python benchmarks/fidelity.py --ref-python $(REF_VENV)/bin/python $(FIDELITY_ARGS); fi
+
+fidelity: install ref-venv
+	$(BIN)/python benchmarks/fidelity.py --ref-python $(REF_VENV)/bin/python $(FIDELITY_ARGS)
 
 # On the lent GPU machine nothing can be installed: its image's python3 already has torch (CUDA),
 # tokenizers, safetensors, typer, rich and pytest, so the checks run from the source

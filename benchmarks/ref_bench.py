@@ -12,6 +12,9 @@ SPEC.json (written by bench.py): checkpoint (directory), inputs (token id lists,
 steps (min_length = max_length), num_beams, length_penalty, dtype, device, text (optional path:
 the extracted paper, tokenized for the tokenization row).
 
+With teacher_forced in the spec (see `teacher_forced`), the log-probabilities of fixed decoder
+tokens instead, for benchmarks/fidelity.py.
+
 Output, one JSON object on the last stdout line: import_s, load_s (imports included), tokenize_s, input_tokens, encoder_s,
 generate_s, decode_step_s, peak_rss_mb, gpu_peak_mb, tokens (generated ids per paper), versions.
 Each spec runs in a fresh process, so peak_rss_mb is this configuration's own.
@@ -39,7 +42,7 @@ def main(argv: list[str]) -> int:
         print("usage: ref_bench.py SPEC.json | ref_bench.py --save-tokenizer DIR", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text())
-    print(json.dumps(measure(spec)))
+    print(json.dumps(teacher_forced(spec) if spec.get("teacher_forced") else measure(spec)))
     return 0
 
 
@@ -118,6 +121,34 @@ def measure(spec: dict) -> dict:
         "threads": torch.get_num_threads(),
         "versions": versions(torch),
     }
+
+
+def teacher_forced(spec: dict) -> dict:
+    """The log-probabilities the seed's model gives each step of fixed decoder tokens, stepping with
+    its cache as generate() does: spec teacher_forced = {"decoder_ids": one list per paper (decoder
+    start token first), "out": a path}; saves (papers, steps, vocab) float32 with torch.save."""
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    quiet()
+    from lsg_converter.bart.modeling_lsg_bart import LSGBartForConditionalGeneration
+
+    model = LSGBartForConditionalGeneration.from_pretrained(spec["checkpoint"], torch_dtype=getattr(torch, spec["dtype"]))
+    model = model.eval()
+    ids, mask = padded(spec["inputs"], model.config.pad_token_id, torch)
+    forced = torch.tensor(spec["teacher_forced"]["decoder_ids"])
+    steps = []
+    with torch.inference_mode():
+        encoded = model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True)
+        past = None
+        for t in range(forced.shape[1]):
+            out = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=forced[:, t: t + 1],
+                        past_key_values=past, use_cache=True, return_dict=True)
+            past = out.past_key_values
+            steps.append(torch.log_softmax(out.logits[:, -1].float(), dim=-1))
+    torch.save(torch.stack(steps, dim=1), spec["teacher_forced"]["out"])
+    return {"saved": spec["teacher_forced"]["out"], "versions": versions(torch)}
 
 
 def time_encoder(encoder, sync) -> list[float]:

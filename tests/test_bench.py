@@ -166,3 +166,40 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench.main(["--device", "cuda"]) == 1
     assert "no CUDA device" in capsys.readouterr().err
+
+
+FIDELITY = ROOT / "benchmarks" / "fidelity.py"
+
+
+def test_fidelity_errors_are_zero_for_equal_log_probs_and_grow_with_noise():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fidelity
+
+    gen = torch.Generator().manual_seed(0)
+    full = torch.log_softmax(torch.randn(2, 6, 50, generator=gen), -1)
+    targets = torch.randint(0, 50, (2, 5), generator=gen)
+    same = fidelity.errors(full, full.clone(), targets)
+    assert same["mean_abs_logp_error"] == 0 and same["mean_kl"] == 0 and same["top1_agreement"] == 1
+    noisy = fidelity.errors(full, torch.log_softmax(full + 0.3 * torch.randn(full.shape, generator=gen), -1), targets)
+    assert noisy["mean_kl"] > 0 and noisy["mean_abs_logp_error"] > 0 and noisy["steps"] == 5
+
+
+def test_fidelity_tiny_run_measures_both_sides(tmp_path, cache_dir):
+    """Both sides' bfloat16 against their float32 on the tiny checkpoint; their float32 log-probs agree."""
+    ref = ref_python()
+    out = tmp_path / "fidelity.json"
+    args = ["--ref-python", ref] if ref else ["--no-ref"]
+    proc = subprocess.run([sys.executable, str(FIDELITY), "--tiny", "--tokens", "100", "--papers", "2", "--steps", "6",
+                           "--cache-dir", str(cache_dir), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    sides = report["lengths"][0]["sides"]
+    assert set(sides) == ({"arxsum", "seed"} if ref else {"arxsum"})
+    for e in sides.values():
+        assert e["steps"] == 5 and 0 <= e["top1_agreement"] <= 1 and e["mean_kl"] >= 0
+    if ref:
+        assert report["lengths"][0]["float32_arxsum_vs_seed_max_abs"] < 1e-3
+    assert "teacher-forced" in proc.stdout
