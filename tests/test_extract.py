@@ -381,16 +381,19 @@ def test_hyphens_across_a_review_copys_ruler_and_closed_compounds():
     assert not keep_hyphen("further", "more", evidence)
 
 
-def test_small_caps_headings_and_urls_at_a_smaller_size():
+def test_small_caps_and_broken_headings_and_urls_at_a_smaller_size():
     """A small-caps heading (capitals at 12 pt, smaller capitals at 9.6) is one line and a heading;
     a line of running text whose URL is set smaller is not small print."""
     from arxsum.paper import Parts, drop_floats_and_small_print, is_heading
-    from arxsum.pdftext import Fragment, group_lines
+    from arxsum.pdftext import Fragment, Line, group_lines
 
     (heading,) = group_lines([Fragment(108.3, 506.4, 11.96, "Times", "1 S"),
                               Fragment(134.1, 506.4, 9.56, "Times", "UBMISSION OF CONFERENCE PAPERS TO"),
                               Fragment(340.4, 506.4, 11.96, "Times", " ICLR 2019")], page=0)
     assert is_heading(heading, 10.0)
+    # a numbered title broken with \\ after "a": bold and larger, so a heading; at the body's size, a sentence
+    assert is_heading(Line(1, [Fragment(72, 657, 14.5, "CMBX12", "3 Loading the data from a")]), 10.0)
+    assert not is_heading(Line(1, [Fragment(72, 657, 10, "CMR10", "3 Loading the data from a")]), 10.0)
     (url_line,) = group_lines([Fragment(313, 596, 11, "Times", "available at "),
                                Fragment(370, 596, 10, "Courier", "naacl.org/naacl-hlt-2016"),
                                Fragment(490, 596, 11, "Times", ". A Mi-")], page=0)

@@ -178,7 +178,8 @@ def is_heading(line: Line, body_size: float, margin: float | None = None, gap: f
     rest = HEADING_NUMBER.sub("", text) if numbered else text
     if "$" in rest or re.search(r"\w\. [A-Z]", rest) or re.search(r"https?://|www\.|@", rest):
         return False  # math, a sentence break or an address: running text
-    if rest.split()[-1].lower() in TRAILING_WORDS:
+    broken_title = numbered and line.bold and size >= 1.15 * body_size  # "3 Loading the data from a" / "file"
+    if rest.split()[-1].lower() in TRAILING_WORDS and not broken_title:
         return False  # "The affine subspace defined by": a sentence goes on
     keyword = bool(HEADING_WORDS.match(rest))
     if keyword or numbered:
