@@ -3,7 +3,8 @@
 pypdf hands us text fragments through `visitor_text` with their text matrix, font and size. We
 turn them into lines (one baseline, one column), order the lines for one- or two-column pages,
 and mark the lines that are page furniture: running headers and footers, page numbers and the
-rotated arXiv stamp. What each remaining line *is* (heading, caption, body) is decided in
+rotated arXiv stamp, and the text drawn inside figures (in a form XObject, or in a region of the
+page's own drawings and images: `drawing`). What each remaining line *is* (heading, caption, body) is decided in
 `paper.py`.
 """
 
