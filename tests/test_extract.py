@@ -400,6 +400,18 @@ def test_small_caps_and_broken_headings_and_urls_at_a_smaller_size():
     assert drop_floats_and_small_print([url_line], 11.0, 792, Parts(), set()) == [url_line]
 
 
+def test_a_float_title_with_a_bold_label_is_a_caption():
+    from arxsum.paper import Parts, drop_floats_and_small_print
+    from arxsum.pdftext import Fragment, Line
+
+    title = Line(10, [Fragment(133.8, 600, 10, "CMBX10", "Algorithm 1"),
+                      Fragment(190, 600, 10, "CMR10", " Multi-step simulation error minimization")])
+    sentence = Line(10, [Fragment(133.8, 500, 10, "CMR10", "Algorithm 1 details the steps required to train it.")])
+    parts = Parts()
+    assert drop_floats_and_small_print([title, sentence], 10.0, 792, parts, set()) == [sentence]
+    assert parts.dropped["caption lines"] == 1
+
+
 def test_the_margin_is_where_paragraphs_start_not_a_tables_second_column():
     from arxsum.paper import column_margins
     from arxsum.pdftext import Fragment, Line

@@ -13,7 +13,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-from arxsum.pdftext import ABSTRACT_HEAD, Line, is_abstract_heading
+from arxsum.pdftext import ABSTRACT_HEAD, BOLD_FONT, Line, is_abstract_heading
 
 HEADING_NUMBER = re.compile(r"^(\d{1,2}(\.\d{1,2})*\.?|[IVX]{1,5}\.|[A-H](\.\d{1,2})*\.?)\s+(?=[A-Z])")
 HEADING_WORDS = re.compile(
@@ -353,7 +353,7 @@ def drop_floats_and_small_print(lines: list[Line], body_size: float, page_height
         if id(ln) in headings or kept and id(kept[-1]) in headings and _continues_heading(kept[-1], ln):
             caption = None
             kept.append(ln)  # a heading, or its second line
-        elif CAPTION.match(text) and _starts_block(kept[-1] if kept else None, ln):
+        elif (CAPTION.match(text) or bold_float_label(ln)) and _starts_block(kept[-1] if kept else None, ln):
             caption = ln
             parts.dropped["caption lines"] += 1
         elif caption is not None and _next_line_of(caption, ln):
@@ -367,6 +367,15 @@ def drop_floats_and_small_print(lines: list[Line], body_size: float, page_height
             caption = None
             kept.append(ln)
     return kept
+
+
+FLOAT_LABEL = re.compile(r"^(figure|fig\.|table|tab\.|algorithm)\s*[A-Z]?\d+(\.\d+)?[:.]?$", re.IGNORECASE)
+
+
+def bold_float_label(line: Line) -> bool:
+    """A float's title whose label alone is bold and has no colon: "**Algorithm 1** Multi-step ..."."""
+    first = line.fragments[0]
+    return bool(BOLD_FONT.search(first.font)) and bool(FLOAT_LABEL.match(first.text.strip()))
 
 
 def is_prose(line: Line, margin: float) -> bool:
