@@ -11,7 +11,7 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from arxsum.extract import MARGIN_PAGES, PAGES_PAST_LIMIT, RecordedPages, extract
+from arxsum.extract import MARGIN_PAGES, PAGES_PAST_LIMIT, RecordedPages, extract, read_as_needed
 from arxsum.normalize import to_model_text
 from arxsum.pdftext import read_lines
 from arxsum.sources import BodyTokens, ExtractOptions, Extractor, Source
@@ -54,6 +54,25 @@ def test_recorded_pages_read_as_the_pages_do():
             assert [(ln.page, ln.text, ln.furniture, ln.column) for ln in lines] == \
                    [(ln.page, ln.text, ln.furniture, ln.column) for ln in want[0]]
             assert (dropped, unreadable) == want[1:]
+
+
+def test_reading_as_needed_without_a_cut_reads_as_read_lines(tmp_path, tokenizer):
+    """The estimate's own pass over each page (TeX fonts' maps, forms) leaves what read_lines reads
+    the same, on the generated papers (TeX-encoded fonts, figures) and the samples."""
+    from pdf_factory import build_all
+
+    pdfs = [spec.path for spec in build_all(tmp_path).values()] + SAMPLE_PDFS
+    counter = BodyTokens(tokenizer, normalize=True)
+    for pdf in pdfs:
+        def reader(pdf=pdf):
+            return pypdf.PdfReader(io.BytesIO(pdf.read_bytes()), strict=False)
+
+        n = len(reader().pages)
+        want = read_lines(reader(), n)
+        got = read_as_needed(reader(), n, lambda lines: "", counter, 10**9)
+        assert got[3] == n, pdf.name
+        assert [(ln.page, ln.text, ln.furniture) for ln in got[0]] == [(ln.page, ln.text, ln.furniture) for ln in want[0]]
+        assert got[1:3] == want[1:], pdf.name
 
 
 @pytest.mark.skipif(not SAMPLE_PDFS, reason="no sample papers")

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from arxsum.archive import is_archive
 from arxsum.document import Document
 from arxsum.errors import InputError, describe
+from arxsum.fontenc import install_tex_maps
 from arxsum.paper import split_paper
-from arxsum.pdftext import page_fragments, read_lines
+from arxsum.pdftext import FormTracker, read_lines
 from arxsum.project import read_latex_input
 
 PDF_MAGIC = b"%PDF-"
@@ -87,7 +88,7 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
         with warnings.catch_warnings():
             if not verbose:
                 warnings.simplefilter("ignore")  # pypdf's PdfReadWarning and friends
-            if body_tokens is None or token_limit is None:
+            if body_tokens is None or token_limit is None or limit <= MARGIN_PAGES + token_limit / DENSE_PAGE_TOKENS:
                 lines, fragments_dropped, unreadable = read_lines(reader, limit)
                 read = limit
             else:
@@ -130,6 +131,14 @@ def _extract_pdf(data: bytes, name: str, *, password: str | None, max_pages: int
 # page 7 and cut at page 2 or 3); 5 pages kept every input identical (tests/test_page_cut.py).
 MARGIN_PAGES = 5
 PAGES_PAST_LIMIT = "pages past the model's input (not read)"
+# The body is measured once the text of the pages read is this many times the limit, in tokens: the
+# body is most of a paper's text, not all (title block, captions, small print, references). Later
+# only costs pages read, never a different input; sooner costs a measurement that finds too little.
+MEASURE_AT = 1.25
+# Reading as needed costs ~20% more on a paper it does not cut (the recording and replay below): a
+# paper of so few pages that even pages this dense would not pass the limit before the margin is
+# read the plain way. Too low a figure only costs that 20%; the input is the same either way.
+DENSE_PAGE_TOKENS = 4000
 
 
 def read_as_needed(reader, limit: int, body_of: Callable[[list], str], body_tokens: Callable[[str], int],
@@ -140,26 +149,44 @@ def read_as_needed(reader, limit: int, body_of: Callable[[list], str], body_toke
 
     Each page's content stream is parsed once (`RecordedPage`); finding the paper's parts again to
     measure the body costs ~0.1 s on a 15-page paper, as much as reading 2-4 pages, so it is done only
-    once the text of the pages read, in tokens, says the body could be past the limit, and again
-    only after that text has grown in proportion to what the body still lacked (at most doubled)."""
+    once the text of the pages read, in tokens, is MEASURE_AT times the limit and a cut could still
+    save a page, and again only after that text has grown in proportion to what the body still
+    lacked."""
     pages = RecordedPages(reader)
+    rough = getattr(body_tokens, "rough", body_tokens)  # a page's raw text, in tokens (no normalising)
     read_text = 0  # tokens of all the text read: more than the body
-    measure_at = token_limit
+    measure_at = MEASURE_AT * token_limit
     for i in range(limit):
-        try:
-            fragments = page_fragments(pages[i])[0]
-        except Exception:  # noqa: BLE001 - a damaged page: read_lines skips it
-            fragments = []
-        read_text += body_tokens(" ".join(f.text for f in fragments)) if fragments else 0
-        if read_text < measure_at or i + 1 == limit:
-            continue
+        read_text += rough(raw_text(pages[i]))
+        if read_text < measure_at or i + 1 + MARGIN_PAGES >= limit:
+            continue  # the body cannot be past the limit yet, or a cut would save no page
         body = body_tokens(body_of(read_lines(pages, i + 1)[0]))
         if body > token_limit:
             stop = min(limit, i + 1 + MARGIN_PAGES)
             return (*read_lines(pages, stop), stop)
-        # the body grows with the text read, from where it starts (no body yet: the text doubles)
-        measure_at = max(read_text + 1, read_text * min(2.0, token_limit / max(1, body)))
+        # the body grows with the text read, from where it starts (hardly any body yet: the text doubles)
+        growth = token_limit / body if body > token_limit / 16 else 2.0
+        measure_at = max(read_text + 1, read_text * growth)
     return (*read_lines(pages, limit), limit)
+
+
+def raw_text(page: RecordedPage) -> str:
+    """The page's text as pypdf reads it, but for the text of included graphics (`FormTracker`), from
+    the one parse that `pdftext.page_fragments` replays later (the TeX fonts' maps installed first, as
+    it does); "" for a damaged page."""
+    pieces: list[str] = []
+    forms = FormTracker()
+
+    def visit(text, *args) -> None:
+        if forms.current is None:
+            pieces.append(text)
+
+    try:
+        install_tex_maps(page)
+        page.extract_text(visitor_text=visit, visitor_operand_before=forms.before, visitor_operand_after=forms.after)
+    except Exception:  # noqa: BLE001 - a damaged page: read_lines skips it
+        return ""
+    return " ".join(pieces)
 
 
 class RecordedPages:
@@ -190,6 +217,7 @@ class RecordedPage:
     def __init__(self, page) -> None:
         self._page = page
         self._calls: list | None = None
+        self._how: tuple = ()  # the arguments besides the visitors it was recorded with
         self._result = ""
         self._error: BaseException | None = None
 
@@ -205,7 +233,7 @@ class RecordedPage:
     def extract_text(self, *args, visitor_text=None, visitor_operand_before=None, visitor_operand_after=None,
                      **kwargs):
         visitors = (visitor_text, visitor_operand_before, visitor_operand_after)
-        if self._calls is None:
+        if self._calls is None or self._how != (args, kwargs):  # asked another way: parse again
             return self._record(args, kwargs, visitors)
         for kind, call_args in self._calls:
             if visitors[kind] is not None:
@@ -216,20 +244,30 @@ class RecordedPage:
 
     def _record(self, args, kwargs, visitors):
         calls: list = []
+        self._how, self._error = (args, kwargs), None
 
-        def recorder(kind: int):
-            def visit(*call_args):
-                # pypdf may reuse its matrices: keep copies
-                call_args = tuple(list(a) if isinstance(a, list) else a for a in call_args)
-                calls.append((kind, call_args))
-                if visitors[kind] is not None:
-                    visitors[kind](*call_args)
-            return visit
+        text_visitor, before, after = visitors
+        record = calls.append
+
+        # pypdf changes its matrices in place: the calls keep copies (cm, tm)
+        def text(t, cm, tm, font, size):
+            record((0, (t, cm[:], tm[:], font, size)))
+            if text_visitor is not None:
+                text_visitor(t, cm, tm, font, size)
+
+        def operand_before(operator, operands, cm, tm):
+            record((1, (operator, operands, cm[:], tm[:])))
+            if before is not None:
+                before(operator, operands, cm, tm)
+
+        def operand_after(operator, operands, cm, tm):
+            record((2, (operator, operands, cm[:], tm[:])))
+            if after is not None:
+                after(operator, operands, cm, tm)
 
         try:
-            self._result = self._page.extract_text(*args, visitor_text=recorder(0),
-                                                   visitor_operand_before=recorder(1),
-                                                   visitor_operand_after=recorder(2), **kwargs)
+            self._result = self._page.extract_text(*args, visitor_text=text, visitor_operand_before=operand_before,
+                                                   visitor_operand_after=operand_after, **kwargs)
         except Exception as e:
             self._error = e
             raise
