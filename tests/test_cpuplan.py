@@ -138,3 +138,22 @@ def test_env_says_when_the_kernels_are_off(monkeypatch, tmp_path):
 
     monkeypatch.setenv("ARXSUM_CPU_ISA", "none")
     assert cpu_kernel_rows(tmp_path) == [("cpu kernels", "off: turned off by ARXSUM_CPU_ISA=none")]
+
+
+def test_a_plan_measured_on_a_busy_machine_serves_its_run_only(kernels, cache, monkeypatch):
+    """While other processes take the CPU, the timings mislead (OpenMP threads wait for a descheduled
+    one): such a plan is used but not saved, and the next run measures again."""
+    clock = iter(range(0, 10**6, 1))  # each call: one more CPU second; the wall clock runs ~2x faster
+
+    monkeypatch.setattr(cpuplan, "BUSY_MIN_S", 0.0)
+    monkeypatch.setattr(cpuplan, "process_cpu_s", lambda: 0.0 if next(clock) == 0 else 0.001)
+    notes = []
+    plan = use_cpu_fast_paths(model_64(), notes.append)
+    assert plan.how == "measured" and plan.cpu_share is not None and plan.cpu_share < cpuplan.BUSY_SHARE
+    assert len(notes) == 2 and "busy" in notes[1] and "measured again next time" in notes[1]
+    assert not list((cache / "kernels").glob("plan-*.json"))
+    monkeypatch.setattr(cpuplan, "process_cpu_s", lambda: 0.0 if next(clock) % 2 == 0 else 1e6)  # all its share
+    again = use_cpu_fast_paths(model_64(), notes.append)
+    assert again.how == "measured" and not cpuplan.busy(again)
+    saved = list((cache / "kernels").glob("plan-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["cpu_share"] == again.cpu_share
