@@ -83,3 +83,24 @@ def test_real_architecture_batch_at_16k_tokens(tmp_path):
     out = beam_search(model, ids, torch.ones_like(ids), Opts(num_beams=5, max_length=16, min_length=16), special)
     assert [len(o) for o in out] == [16] * 4
     assert torch.cuda.max_memory_allocated() < 40 * 2**30
+
+
+def test_cuda_refill_in_captured_graphs_gives_each_paper_its_own_summary(tiny):
+    """Continuous batching on CUDA: papers join a running batch of captured graphs (written into its
+    buffers in place); each summary equals the paper's summary alone, in float32."""
+    from arxsum import decoding
+
+    gpu = Summarizer.from_pretrained(tiny, device="cuda", dtype="float32")
+    gpu.model.final_logits_bias[0, gpu.special.eos] += 5.5  # summaries end apart
+    texts = [TEXTS[i % 3][: 40 + 37 * i] for i in range(9)]
+    opts = GenerationOptions(num_beams=4, max_length=30, min_length=2)
+    alone = [gpu.summarize_batch([t], opts)[0].token_ids for t in texts]
+    joined = []
+    refill = decoding.GraphedDecoderState.refill
+    decoding.GraphedDecoderState.refill = lambda self, blocks, enc: (joined.extend(blocks), refill(self, blocks, enc))[1]
+    try:
+        got = dict(gpu.summarize_stream(texts, opts, batch_size=3))
+    finally:
+        decoding.GraphedDecoderState.refill = refill
+    assert [got[i].token_ids for i in range(len(texts))] == alone
+    assert joined and len({len(t) for t in alone}) > 1
