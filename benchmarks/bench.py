@@ -411,7 +411,9 @@ def folder_worker(spec: dict) -> dict:
         "model_wait_s": report.model_wait_s,
         "model_wait_share": report.model_wait_s / report.model_s if report.model_s else None,
         "workers": default_workers(model_device(spec["device"])), "batch": spec["batch"],
-        "page_cut": spec["page_cut"], "eos_bias": spec["eos_bias"], "refill": spec["refill"],
+        # the runner cuts pages only for a model on CUDA (runner.extract_options)
+        "page_cut": spec["page_cut"] and model_device(spec["device"]).startswith("cuda"),
+        "eos_bias": spec["eos_bias"], "refill": spec["refill"],
         "mean_input_tokens": statistics.mean(r["input_tokens"] for r in records) if records else None,
         "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "peak_rss_mb": peak_rss_mb(),

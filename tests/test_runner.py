@@ -438,3 +438,22 @@ def test_the_models_wait_for_extraction_is_one_line_at_the_end(tmp_path, fake_su
     assert err == ""
     report, _, err = go(RunConfig(inputs=[str(paths[0])], timeout=0), fake_summarizer)
     assert "waited" not in err and report.model_wait_s == 0.0  # one paper: nothing to say
+
+
+def test_extraction_borrows_the_local_models_tokenizer_and_cuts_pages_only_for_cuda(tmp_path, monkeypatch):
+    import json as json_
+
+    from arxsum.runner import extract_options
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json_.dumps({"max_position_embeddings": 4096}))
+    cpu = extract_options(RunConfig(model=str(model), device="cpu"))
+    assert cpu.tokenizer_dir == str(model) and cpu.token_limit is None
+    cuda = extract_options(RunConfig(model=str(model), device="cuda", max_input_tokens=1000))
+    assert cuda.tokenizer_dir == str(model) and cuda.token_limit == 1000
+    assert extract_options(RunConfig(model=str(model), device="cuda")).token_limit == 4096
+    assert extract_options(RunConfig(model=str(model), device="cuda", page_cut=False)).token_limit is None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = extract_options(RunConfig(model="nobody/no-such-model", device="cuda"))
+    assert missing.tokenizer_dir is None and missing.token_limit is None  # not in the cache: not downloaded
