@@ -302,3 +302,21 @@ def test_a_paper_that_breaks_a_streamed_batch_fails_alone(tmp_path, fake_summari
     assert [o.status for o in report.outcomes] == ["done", "done", "failed", "done", "done", "done"]
     assert report.outcomes[2].reason == "index out of range in self"
     assert len(out) == 5 and len(summarizer.calls) >= 2  # the stream went on after the failure
+
+
+@pytest.mark.parametrize("batch, refill, streams, want", [
+    (1, True, True, 1), (4, True, True, 4), (4, False, True, 32), (4, True, False, 32)])
+def test_a_refilled_batch_starts_once_its_own_papers_are_read(fake_summarizer, batch, refill, streams, want):
+    """With refill, the runner reads a batch's worth of papers before the model starts (not the
+    SORT_WINDOW batches' worth that sorting by length across batches needs)."""
+    from arxsum.runner import SORT_WINDOW, Engine, Progress, RunConfig, window_size
+
+    summarizer = StreamingFake(fake_summarizer) if streams else fake_summarizer
+    import io
+
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO()), quiet=True, total=1)
+    engine = Engine(RunConfig(batch_size=batch, refill=refill), lambda: summarizer, progress)
+    assert engine.summarizer is summarizer
+    assert window_size(engine) == want and SORT_WINDOW * 4 == 32

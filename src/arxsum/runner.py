@@ -379,8 +379,17 @@ def windows(indices: Iterable[int], engine: Engine) -> Iterator[list[int]]:
     as the first paper is read. Larger batches are formed from SORT_WINDOW batches' worth of inputs.
     """
     it = iter(indices)
-    while window := list(islice(it, SORT_WINDOW * engine.batch_size if engine.batch_size > 1 else 1)):
+    while window := list(islice(it, window_size(engine))):
         yield window
+
+
+def window_size(engine: Engine) -> int:
+    """1 for batches of one; a batch's worth when batches are refilled (a batch starts as soon as its
+    papers are read, and papers join it as rows free up, so a longer wait to sort more buys little);
+    SORT_WINDOW batches' worth when they drain."""
+    if engine.batch_size <= 1:
+        return 1
+    return engine.batch_size if engine.refills() else SORT_WINDOW * engine.batch_size
 
 
 class Feed:
@@ -611,11 +620,17 @@ class Engine:
         finished ones, across windows too, so the batch stays full until the inputs run out."""
         windows = iter(windows)
         for window in windows:
-            if self.batch_size > 1 and self.cfg.refill and hasattr(self.summarizer, "summarize_stream"):
+            if self.refills():
                 yield from self._stream(window, windows)
                 return
             for batch in make_batches(window, self.batch_size):
                 yield from self.summarize(batch)
+
+    def refills(self) -> bool:
+        """Whether batches are continuously batched (more than one paper a batch, and a summarizer
+        that can); asked once the model is loaded."""
+        return (self.batch_size > 1 and self.cfg.refill and self._summarizer is not None
+                and hasattr(self._summarizer, "summarize_stream"))
 
     def _stream(self, first: list[Job], windows: Iterator[list[Job]]) -> Iterator[tuple[Job, Result | str]]:
         """Continuous batching over `first` and every later window. On CUDA out-of-memory the batch

@@ -178,7 +178,8 @@ class Summarizer:
         and when some finish while others still search, the next texts take their rows (continuous
         batching), so the batch stays full until the texts run out. Texts are read (and tokenized)
         only when a row is free for them. Each summary is the one the text gets alone (same tokens in
-        float32). A text longer than the running batch's longest waits for the next batch."""
+        float32). A text longer than the running batch's longest waits for the next batch (the texts
+        behind it may join the running one)."""
         limit = self.check_max_input_tokens(max_input_tokens)
         waiting = _Waiting(enumerate(texts), lambda text: self.encode(text, limit))
         while batch := waiting.take(batch_size):
@@ -232,15 +233,17 @@ class _Waiting:
         self.queue: deque[tuple[int, Encoded]] = deque()
 
     def take(self, n: int, longest: int | None = None) -> list[tuple[int, Encoded]]:
-        """Up to n, stopping before the first of more than `longest` tokens (it starts a later batch)."""
+        """Up to n, in order, of at most `longest` tokens: a longer one stays for a later batch while
+        those behind it go ahead, up to n of them waiting so (then the batch drains)."""
         out: list[tuple[int, Encoded]] = []
-        while len(out) < n:
+        kept: deque[tuple[int, Encoded]] = deque()
+        while len(out) < n and len(kept) < max(n, 1):
             if not self.queue:
                 nxt = next(self.texts, None)
                 if nxt is None:
                     break
                 self.queue.append((nxt[0], self.encode(nxt[1])))
-            if longest is not None and len(self.queue[0][1].ids) > longest:
-                break
-            out.append(self.queue.popleft())
+            item = self.queue.popleft()
+            (kept if longest is not None and len(item[1].ids) > longest else out).append(item)
+        self.queue.extendleft(reversed(kept))
         return out
