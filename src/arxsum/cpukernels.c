@@ -68,6 +68,8 @@ int set_amx(int on) {
 #define CPASS 2
 #endif
 #define NVN (TILE / VN) /* registers of a 64-column row */
+#define NPASS (NVN / CPASS) /* passes of the row products over a block: 1 with AVX-512, 4 with AVX2 */
+#define ROWB(T) ((size_t)TILE * sizeof(T)) /* bytes of a tile's row */
 /* bytes ahead that the row products prefetch a streamed matrix: the hardware's own prefetch leaves
  * the memory ~25% idle between the FMAs (measured on the Intel Xeon: one core 9 -> 11 GB/s). The
  * vdpbf16ps pair products too: on the AMD EPYC (Zen 5) their cross-attention 22 -> 33-41 GB/s and
@@ -277,9 +279,13 @@ static float softmax_numerators(float *sc, int n) {
                     for (int j = 0; j < CPASS; j++) acc[r][j] = (vn){0};                            \
                 for (int i = i0; i < i1; i++) {                                                     \
                     const T *row = tile + (size_t)i * TILE + VN * c0;                               \
-                    if (c0 == 0) /* the row's lines, STREAM_AHEAD bytes on (the tiles follow on) */ \
+                    if (NPASS == 1) /* the row's lines, STREAM_AHEAD bytes on (the tiles follow on) */ \
                         for (size_t c = 0; c < TILE * sizeof(T); c += 64)                           \
                             __builtin_prefetch((const char *)row + STREAM_AHEAD + c);               \
+                    else /* each pass its share of the next block's row i: the memory never idles */ \
+                        for (size_t c = c0 / CPASS * ROWB(T) / NPASS; c < (c0 / CPASS + 1) * ROWB(T) / NPASS; \
+                             c += 64)                                                               \
+                            __builtin_prefetch((const char *)(tile + (size_t)(i + BLOCK) * TILE) + c); \
                     vn wv[CPASS];                                                                   \
                     for (int j = 0; j < CPASS; j++) wv[j] = LOAD(row + VN * j);                     \
                     for (int r = 0; r < R; r++) {                                                   \
