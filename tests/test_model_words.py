@@ -71,3 +71,13 @@ def test_the_models_words_reach_what_the_cli_feeds_the_model(hyphen_pdf, word_mo
         "--min-length", "0", "-f", "json", "-q"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["original_tokens"] == joined
+
+
+def test_arxsum_extract_shows_what_the_model_is_fed(hyphen_pdf, word_model):
+    """`arxsum extract --model DIR` decides the hyphen with the model's words, as the summarizing run does."""
+    runner = CliRunner(env={"COLUMNS": "120"})
+    fed = runner.invoke(app, ["extract", str(hyphen_pdf), "--model", str(word_model)])
+    assert fed.exit_code == 0, fed.stderr
+    assert "nonlinear" in fed.stdout and "non - linear" not in fed.stdout
+    alone = runner.invoke(app, ["extract", str(hyphen_pdf), "--model", str(hyphen_pdf.parent / "no-such-model")])
+    assert alone.exit_code == 0 and "non - linear" in alone.stdout

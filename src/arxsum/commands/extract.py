@@ -49,11 +49,12 @@ def extract_command(
              "default: the summarizer's model.")] = None,
 ) -> None:
     counter = TokenCounter(model) if output_format is OutputFormat.json else None
+    words = model_words_at_hand(model)  # as the summarizing run decides line-end hyphens
     failed = 0
     for paper in papers:
         try:
             doc = read_paper(paper, keep_appendix=keep_appendix, password=password, max_pages=max_pages,
-                             verbose=verbose)
+                             verbose=verbose, words=words)
         except ArxsumError as e:
             typer.echo(f"{paper}: {e}", err=True)
             failed += 1
@@ -67,6 +68,17 @@ def extract_command(
             typer.echo(json.dumps(parts_json(doc, text, math, raw, counter), ensure_ascii=False))
     if failed:
         raise typer.Exit(1)
+
+
+def model_words_at_hand(model: str | None) -> frozenset[str] | None:
+    """The model vocabulary's whole words when its folder is on this machine (a path, or a hub id in
+    the cache: never downloaded), as a summarizing run gives them to extraction; else None."""
+    from arxsum.options import DEFAULT_MODEL
+    from arxsum.runner import local_model_dir
+    from arxsum.vocab import model_words
+
+    folder = local_model_dir(model or DEFAULT_MODEL)
+    return model_words(folder) if folder is not None else None
 
 
 def read_paper(paper: str, **options) -> Document:
