@@ -462,8 +462,10 @@ def arxsum_worker(spec: dict) -> dict:
         GraphedDecoderState.compact_at = 0.0
     options = GenerationOptions(num_beams=spec["num_beams"], length_penalty=spec["length_penalty"],
                                 min_length=1 if spec["eos_bias"] else spec["steps"], max_length=spec["steps"])
-    encoder_s = time_encoder(model, sync)
-    cross_kv_s = time_cross_kv(model, sync)
+    encoder_s = timed_calls(model, "encode", sync)  # as beam_search calls it
+    # the cross-attention keys and values, once per document after the encoder: in the encoder's floor
+    # (their FLOPs are counted there), not in a decoding step's
+    cross_kv_s = timed_calls(model, "cross_kv", sync)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
@@ -495,36 +497,19 @@ def arxsum_worker(spec: dict) -> dict:
     }
 
 
-def time_encoder(model, sync) -> list[float]:
-    """Time model.encode as beam_search calls it (one list entry, filled during the generation)."""
+def timed_calls(model, name: str, sync) -> list[float]:
+    """The seconds of each call of model.<name> from now on (a list filled during the generation)."""
     seconds: list[float] = []
-    encode = model.encode
+    method = getattr(model, name)
 
     def timed(*args, **kwargs):
         start = time.perf_counter()
-        out = encode(*args, **kwargs)
+        out = method(*args, **kwargs)
         sync()
         seconds.append(time.perf_counter() - start)
         return out
 
-    model.encode = timed  # an instance attribute: shadows the method for this process only
-    return seconds
-
-
-def time_cross_kv(model, sync) -> list[float]:
-    """Time model.cross_kv (the cross-attention keys and values, computed once per document after the
-    encoder): part of the encoder's floor (its FLOPs are counted there), not of a decoding step's."""
-    seconds: list[float] = []
-    cross_kv = model.cross_kv
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        out = cross_kv(*args, **kwargs)
-        sync()
-        seconds.append(time.perf_counter() - start)
-        return out
-
-    model.cross_kv = timed
+    setattr(model, name, timed)  # an instance attribute: shadows the method for this process only
     return seconds
 
 
