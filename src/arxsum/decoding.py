@@ -440,15 +440,21 @@ def _first_scores(k: int) -> list[float]:
     return [0.0] + [-1e9] * (k - 1)
 
 
+def right_padded(rows: list, pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (lists or 1-D tensors) -> ids and attention mask (B, longest) on `device`, right-padded
+    as a tokenizer pads a batch."""
+    ids = torch.full((len(rows), max(len(t) for t in rows)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, t in enumerate(rows):
+        ids[i, : len(t)] = torch.as_tensor(t)
+        mask[i, : len(t)] = 1
+    return ids.to(device), mask.to(device)
+
+
 def _encoded(model, joining: list[torch.Tensor], pad: int, device: torch.device):
     """Documents joining a batch (1-D token ids each) -> their encoder output, right-padded together."""
-    ids = torch.full((len(joining), max(len(t) for t in joining)), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, t in enumerate(joining):
-        ids[i, : len(t)] = t
-        mask[i, : len(t)] = 1
     with _encoding(device):
-        return model.encode(ids.to(device), mask.to(device))
+        return model.encode(*right_padded(joining, pad, device))
 
 
 def _top_candidates(scores: torch.Tensor, docs: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

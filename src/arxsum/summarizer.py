@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search, search
+from arxsum.decoding import GenerationOptions, SpecialTokens, beam_search, right_padded, search
 from arxsum.errors import ModelLoadError, OptionsError
 from arxsum.loading import load_model, resolve
 from arxsum.options import DEFAULT_MODEL
@@ -163,13 +163,7 @@ class Summarizer:
 
     def _padded(self, encoded: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ids and attention mask (B, longest), on the model's device."""
-        longest = max(len(e.ids) for e in encoded)
-        ids = torch.full((len(encoded), longest), self.special.pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), longest), dtype=torch.long)
-        for i, e in enumerate(encoded):
-            ids[i, : len(e.ids)] = torch.tensor(e.ids)
-            mask[i, : len(e.ids)] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return right_padded([e.ids for e in encoded], self.special.pad, self.device)
 
     def summarize_stream(self, texts: Iterable[str], options: GenerationOptions = GenerationOptions(),
                          max_input_tokens: int | None = None, batch_size: int = 1,
