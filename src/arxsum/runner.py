@@ -657,8 +657,8 @@ class Engine:
                     taken.append(job)
                     yield job.text
 
-            stream = self.summarizer.summarize_stream(texts(), self.cfg.options, self.max_input_tokens,
-                                                      self.batch_size, **self._step_timer(f"{self.batch_size} papers"))
+            stream = self.summarizer.summarize_stream(texts(), self.cfg.options, self.max_input_tokens, self.batch_size,
+                                                      **self._live_line(f"{self.batch_size} papers", "encoding"))
             last = time.perf_counter()
             try:
                 for i, summary in stream:
@@ -675,8 +675,7 @@ class Engine:
                                        f"retrying with {max(1, self.batch_size // 2)}")
                     self.batch_size = max(1, self.batch_size // 2)
                     queue.extendleft(reversed(in_flight))  # they start again, first
-                elif (isinstance(e, ArxsumError) and not isinstance(e, InputError)) or (
-                        debug() and not isinstance(e, ArxsumError)):
+                elif stops_the_run(e):
                     raise
                 else:
                     for job in in_flight:  # alone, as _generate finds the paper at fault
@@ -686,12 +685,13 @@ class Engine:
                         yield from self.summarize([job])
                     return
 
-    def _step_timer(self, what: str) -> dict:
-        live = getattr(self.progress, "live", False)  # a Ray actor's notes have no live line
-        if live:
-            self.progress.phase(f"{what}: encoding")
-            return {"on_step": StepTimer(self.progress, what, self.cfg.options.max_length)}
-        return {}
+    def _live_line(self, what: str, doing: str, takes_on_step: bool = True) -> dict:
+        """The live line says what the model does; returns the on_step argument that times its
+        decoding steps there, where the summarizer takes one."""
+        if not getattr(self.progress, "live", False):  # a Ray actor's notes have no live line
+            return {}
+        self.progress.phase(f"{what}: {doing}")
+        return {"on_step": StepTimer(self.progress, what, self.cfg.options.max_length)} if takes_on_step else {}
 
     def summarize(self, batch: list[Job]) -> Iterator[tuple[Job, Result | str]]:
         """Step 6: Results (or failure reasons) for one batch, halving it on CUDA out-of-memory."""
@@ -711,12 +711,7 @@ class Engine:
         texts = [job.text for job in batch]
         tokens = sum(min(job.tokens, self.max_input_tokens or job.tokens) for job in batch)
         what = batch[0].source.name if len(batch) == 1 else f"{len(batch)} papers"
-        live = getattr(self.progress, "live", False)  # a Ray actor's notes have no live line
-        if live:
-            self.progress.phase(f"{what}: encoding {tokens:,} tokens")
-        extra = {}
-        if live and _takes_on_step(self.summarizer):
-            extra["on_step"] = StepTimer(self.progress, what, self.cfg.options.max_length)
+        extra = self._live_line(what, f"encoding {tokens:,} tokens", _takes_on_step(self.summarizer))
         try:
             return self.summarizer.summarize_batch(texts, self.cfg.options, self.max_input_tokens, **extra)
         except Exception as e:
@@ -728,9 +723,7 @@ class Engine:
                 self.progress.note(f"CUDA out of memory with a batch of {len(batch)}; "
                                    f"retrying with {self.batch_size}")
                 return self._generate(batch)
-            if isinstance(e, ArxsumError) and not isinstance(e, InputError):
-                raise
-            if debug() and not isinstance(e, ArxsumError):
+            if stops_the_run(e):
                 raise
             if len(batch) > 1:  # find the paper at fault: the others still get their summaries
                 return [out for job in batch for out in self._generate([job])]
@@ -745,6 +738,14 @@ class Engine:
                       input_tokens=summary.input_tokens, original_tokens=summary.original_tokens,
                       truncated=summary.truncated, model=str(getattr(self.summarizer, "name", "")),
                       seconds=job.seconds + share, kind=job.doc.kind)
+
+
+def stops_the_run(e: BaseException) -> bool:
+    """An error of the model side that is no paper's fault (the model, the options), or any unknown
+    one under ARXSUM_DEBUG: raised, not recorded as a paper's failure."""
+    if isinstance(e, ArxsumError):
+        return not isinstance(e, InputError)
+    return debug()
 
 
 def _takes_on_step(summarizer) -> bool:
