@@ -169,6 +169,23 @@ def test_linear_equals_torch(builds, dtype, rows, width, out, bias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows,out", [(5, 1000), (8, 70), (3, 50265)])
+def test_logits_equal_the_product_then_the_bias_then_float32(builds, dtype, rows, out):
+    """The LM head's pass (linear(..., logits=True)): bit for bit what the model's torch operations give
+    after the same product, `(x @ W^T) + bias` in the model's dtype, then .float(): for bfloat16 two
+    roundings, not the one of a bias added inside the product."""
+    gen = torch.Generator().manual_seed(rows + out)
+    x, w = torch.randn(rows, 96, generator=gen).to(dtype), torch.randn(out, 96, generator=gen).to(dtype)
+    b = (torch.randn(out, generator=gen) * 3).to(dtype)
+    tiled = builds.tile(w)
+    got = builds.linear(x, tiled, b, out, logits=True)
+    assert got.dtype == torch.float32 and got.shape == (rows, out)
+    assert torch.equal(got, (builds.linear(x, tiled, None, out) + b).float())
+    if dtype == torch.bfloat16:  # and not what one rounding gives
+        assert not torch.equal(got, builds.linear(x, tiled, b, out).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch,rows,keys,padded", [(1, 5, 16448, False), (2, 1, 100, True), (3, 8, 64, False),
                                                     (2, 11, 1000, True), (1, 5, 1001, True)])
 def test_cross_attention_equals_torch(builds, dtype, batch, rows, keys, padded):
@@ -287,6 +304,35 @@ def test_decoder_layer_equals_the_layers_torch_code(builds, dtype, activation, b
         torch.testing.assert_close(written.double(), want, **TOLERANCE[dtype])
     untouched = torch.arange(ck.shape[0]) != pos
     assert torch.equal(ck[untouched], cache_k.to(dtype)[untouched])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_steps_layers_in_one_call_equal_one_call_per_layer(builds, dtype):
+    """decoder_layers (what a decoding step calls: every layer at once) gives, bit for bit, what the
+    layers give one call at a time, and writes each layer's keys and values into that layer's caches
+    at each row's own position."""
+    from arxsum.model import DecoderLayer
+
+    config = LSGBartConfig.from_dict(real_architecture_config(vocab_size=100, d_model=128, decoder_attention_heads=2,
+                                                              encoder_attention_heads=2, decoder_ffn_dim=96))
+    gen = torch.Generator().manual_seed(3)
+    layers = [DecoderLayer(config).eval().to(dtype) for _ in range(3)]
+    inputs = [layer_inputs(layer, 2, 3, 70, 6, gen) for layer in layers]
+    x, mask, ancestry = inputs[0][0].to(dtype), inputs[0][3].to(dtype), inputs[0][6]
+    pos = torch.tensor([6, 6, 6, 2, 2, 2])  # the second document joined later
+    weights = [builds.layer_weights(layer) for layer in layers]
+    cross = [(builds.tile(i[1].to(dtype)), builds.tile_values(i[2].to(dtype))) for i in inputs]
+    caches = [(i[4].to(dtype).clone(), i[5].to(dtype).clone()) for i in inputs]
+    apart = [(k.clone(), v.clone()) for k, v in caches]
+    with torch.inference_mode():
+        got = builds.decoder_layers(weights, x, cross, mask, caches, ancestry, pos)
+        want = x
+        for w, c, (k, v) in zip(weights, cross, apart):
+            want = builds.decoder_layer(w, want, c, mask, k, v, ancestry, pos)
+    assert torch.equal(got, want)
+    for (k, v), (wk, wv), i in zip(caches, apart, inputs):
+        assert torch.equal(k, wk) and torch.equal(v, wv)
+        assert not torch.equal(k, i[4].to(dtype))  # this step's keys were written
 
 
 def test_unexpected_inputs_are_refused_not_crashed(kernels):

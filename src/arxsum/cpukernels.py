@@ -199,7 +199,7 @@ class CpuKernels:
         self.lib = lib
         self.isa = isa  # the instruction set it was compiled for (ISAS)
         lib.rows_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                    ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+                                    ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         lib.rows_linear.restype = None
         lib.cross_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5
         lib.cross_attention.restype = None
@@ -207,9 +207,10 @@ class CpuKernels:
         lib.self_attention.restype = None
         lib.local_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 5 + [ctypes.c_float, ctypes.c_int]
         lib.local_attention.restype = None
-        lib.decoder_layer.argtypes = [ctypes.POINTER(_Layer), ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + \
-            [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-        lib.decoder_layer.restype = None
+        lib.decoder_layers.argtypes = [ctypes.POINTER(_Layer), ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                       ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int] + \
+            [ctypes.c_void_p] * 3 + [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        lib.decoder_layers.restype = None
         lib.pair_values.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3
         lib.pair_values.restype = None
         lib.has_dp.restype = ctypes.c_int
@@ -275,8 +276,10 @@ class CpuKernels:
         return self
 
     def linear(self, x: torch.Tensor, w_tiled: torch.Tensor, bias: torch.Tensor | None,
-               out_features: int) -> torch.Tensor:
-        """x (R, I) -> (R, out_features) = x @ W^T + bias, W given by self.tile(W)."""
+               out_features: int, logits: bool = False) -> torch.Tensor:
+        """x (R, I) -> (R, out_features) = x @ W^T + bias, W given by self.tile(W). logits: float32, equal
+        to torch's `(x @ W^T) + bias` in x's dtype, then .float() (for bfloat16: rounded after the
+        product and again after the bias, as two torch operations round), in one pass."""
         x = x.contiguous()
         rows, width = x.shape
         width_tiled = width + width % 2 if self._in_pairs(x.dtype) else width
@@ -284,11 +287,11 @@ class CpuKernels:
                and w_tiled.dtype == x.dtype and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()
                                                                   and bias.shape == (out_features,))),
                "linear", x, w_tiled)
-        out = x.new_empty(rows, out_features)
+        out = x.new_empty(rows, out_features, dtype=torch.float32 if logits else x.dtype)
         for start in range(0, rows, MAX_ROWS):
             n = min(MAX_ROWS, rows - start)
             self.lib.rows_linear(_ptr(x[start:]), n, width, _ptr(w_tiled), _ptr(bias), out_features,
-                                 _ptr(out[start:]), DTYPES[x.dtype])
+                                 _ptr(out[start:]), DTYPES[x.dtype], int(logits))
         return out
 
     def cross_attention(self, q: torch.Tensor, k_tiled: torch.Tensor, v: torch.Tensor,
@@ -377,34 +380,50 @@ class CpuKernels:
     def decoder_layer(self, weights: LayerWeights, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor],
                       mask: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, ancestry: torch.Tensor,
                       pos: int | torch.Tensor) -> torch.Tensor:
-        """One decoder layer for one token per row: x (N, D) at position pos -> (N, D). pos: an int
-        for every row, or (N,) int64, each row's own (rows of documents that joined a running batch
-        are at earlier positions). cross: the documents' keys and values (tile, tile_values), mask
-        (B, S) additive; caches (max_len, N, H, 64) and ancestry as self_attention takes them,
-        ancestry[pos[r], r] filled: this step's keys and values are written into the caches' slots
-        at pos."""
-        keys, values = cross
+        """One decoder layer for one token per row: decoder_layers with a single layer."""
+        return self.decoder_layers([weights], x, [cross], mask, [(cache_k, cache_v)], ancestry, pos)
+
+    def decoder_layers(self, weights: list[LayerWeights], x: torch.Tensor,
+                       cross: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor,
+                       caches: list[tuple[torch.Tensor, torch.Tensor]], ancestry: torch.Tensor,
+                       pos: int | torch.Tensor) -> torch.Tensor:
+        """A decoding step's decoder layers, one after another, for one token per row: x (N, D) at
+        position pos -> (N, D), in one call. pos: an int for every row, or (N,) int64, each row's own
+        (rows of documents that joined a running batch are at earlier positions). Per layer l:
+        weights[l], cross[l] the documents' keys and values (tile, tile_values), caches[l] = (keys,
+        values) (max_len, N, H, 64), this step's keys and values written into their slots at pos;
+        shared by the layers: mask (B, S) additive, ancestry as self_attention takes it, with
+        ancestry[pos[r], r] filled."""
+        if not weights:
+            raise ValueError("cpukernels.decoder_layers: no layers")
         n, width = x.shape
         positions = torch.full((n,), pos, dtype=torch.int64) if isinstance(pos, int) else pos.contiguous()
         top = int(positions.max()) if positions.numel() else 0
         b, s = mask.shape
         h = width // HEAD_DIM
-        pairs = values.dim() == 5
-        _check(width == weights.width and x.dtype == weights.dtype and n % b == 0
-               and keys.shape == (b, h, -(-s // TILE), HEAD_DIM, TILE)
-               and values.shape == ((b, h, -(-s // 2), HEAD_DIM, 2) if pairs else (b, h, s, HEAD_DIM))
-               and pairs == self._in_pairs(x.dtype) and keys.is_contiguous() and values.is_contiguous()
-               and mask.is_contiguous() and keys.dtype == values.dtype == mask.dtype == x.dtype
-               and cache_k.shape == cache_v.shape and cache_k.shape[1:] == (n, h, HEAD_DIM)
-               and positions.shape == (n,) and positions.dtype == torch.int64 and _within(positions, cache_k.shape[0])
-               and cache_k.is_contiguous() and cache_v.is_contiguous()
-               and cache_k.dtype == cache_v.dtype == x.dtype and ancestry.dtype == torch.int64
-               and ancestry.is_contiguous() and ancestry.shape[1:] == (n,) and ancestry.shape[0] > top
-               and _within(ancestry[: top + 1], n), "decoder_layer", x, keys, values, mask, cache_k)
+        pairs = self._in_pairs(x.dtype)
+        key_shape = (b, h, -(-s // TILE), HEAD_DIM, TILE)
+        value_shape = (b, h, -(-s // 2), HEAD_DIM, 2) if pairs else (b, h, s, HEAD_DIM)
+        cache_shape = caches[0][0].shape
+        _check(len(weights) == len(cross) == len(caches) and n % b == 0 and mask.is_contiguous()
+               and mask.dtype == x.dtype and cache_shape[1:] == (n, h, HEAD_DIM)
+               and positions.shape == (n,) and positions.dtype == torch.int64 and _within(positions, cache_shape[0])
+               and ancestry.dtype == torch.int64 and ancestry.is_contiguous() and ancestry.shape[1:] == (n,)
+               and ancestry.shape[0] > top and _within(ancestry[: top + 1], n)
+               and all(w.width == width and w.dtype == x.dtype for w in weights)
+               and all(k.shape == key_shape and v.shape == value_shape and k.is_contiguous() and v.is_contiguous()
+                       and k.dtype == v.dtype == x.dtype for k, v in cross)
+               and all(ck.shape == cv.shape == cache_shape and ck.is_contiguous() and cv.is_contiguous()
+                       and ck.dtype == cv.dtype == x.dtype for ck, cv in caches),
+               "decoder_layers", x, mask, *(t for pair in cross + caches for t in pair))
+        count = len(weights)
+        pointers = ctypes.c_void_p * count
+        layers = (_Layer * count)(*(w.struct for w in weights))
         out = x.contiguous().clone()
-        self.lib.decoder_layer(ctypes.byref(weights.struct), _ptr(out), n, b, _ptr(keys), _ptr(values), _ptr(mask),
-                               s, _ptr(cache_k), _ptr(cache_v), _ptr(ancestry), top + 1, _ptr(positions),
-                               DTYPES[x.dtype])
+        self.lib.decoder_layers(layers, count, _ptr(out), n, b, pointers(*(_ptr(k) for k, _ in cross)),
+                                pointers(*(_ptr(v) for _, v in cross)), _ptr(mask), s,
+                                pointers(*(_ptr(k) for k, _ in caches)), pointers(*(_ptr(v) for _, v in caches)),
+                                _ptr(ancestry), top + 1, _ptr(positions), DTYPES[x.dtype])
         return out
 
     def self_check(self) -> None:

@@ -159,7 +159,7 @@ class DecoderState:
         hidden = self.model.decode(tokens[:, None], self.cross, self.cross_mask, caches, start)
         self.positions = [p + 1 for p in self.positions]
         self.length = max(self.positions)
-        return torch.log_softmax(self.model.logits(hidden[:, -1]).float(), dim=-1)
+        return self.model.log_probs(hidden[:, -1])
 
     def refill(self, blocks: list[int], enc) -> None:
         """The documents at these row blocks (of num_beams rows each, in the search's order) have
@@ -270,7 +270,7 @@ class GraphedDecoderState(DecoderState):
             torch.index_select(k, 1, self.order, out=tk)
             torch.index_select(v, 1, self.order, out=tv)
         hidden = self.model.decode(self.tokens[:, None], self.cross, self.cross_mask, target, self.position)
-        return torch.log_softmax(self.model.logits(hidden[:, -1]).float(), dim=-1)
+        return self.model.log_probs(hidden[:, -1])
 
     def _captured(self, parity: int) -> torch.cuda.CUDAGraph:
         if self.graphs[parity] is None:

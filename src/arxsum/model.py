@@ -392,7 +392,7 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
         self.activation = config.activation_function
         self.kernels = None  # set by LSGBartForConditionalGeneration.use_kernels
-        self.fused = None  # the layer's weights for kernels.decoder_layer (cpukernels.LayerWeights), likewise
+        self.fused = None  # the layer's weights for kernels.decoder_layers (cpukernels.LayerWeights), likewise
 
     def forward(self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor], cross_mask: torch.Tensor,
                 cache: tuple[torch.Tensor, torch.Tensor] | None, start: int | torch.Tensor) -> torch.Tensor:
@@ -401,20 +401,13 @@ class DecoderLayer(nn.Module):
         cross: keys and values (see LSGBartForConditionalGeneration.cross_kv), shared by the N / B rows
         of each document;
         cross_mask (B, 1, 1, S) additive; cache: self-attention keys and values (max_len, N, H, hd)
-        written at [start, start + L), or None to attend causally within x alone, or an AncestryCache
-        (one token per row: the whole layer is one kernels.decoder_layer call); start: an int, or for
+        written at [start, start + L), or None to attend causally within x alone (the AncestryCache of
+        the CPU kernels is Decoder.forward's: all layers in one kernels call); start: an int, or for
         one token per row a tensor: 0-d (the same position for every row) or (N,), each row's own
         (continuous batching: a document that joined the batch later is at an earlier position); a
         tensor start attends the whole cache under a mask of each row's filled positions (fixed shapes,
         for CUDA graphs).
         """
-        if isinstance(cache, AncestryCache):
-            if x.shape[1] != 1:
-                raise ValueError("an AncestryCache takes one token per row and step")
-            out = self.kernels.decoder_layer(self.fused, x.view(x.shape[0], -1), cross,
-                                             cross_mask.view(cross_mask.shape[0], -1), cache.keys, cache.values,
-                                             cache.ancestry, start)
-            return out.view(x.shape)
         x = self.self_attn_layer_norm(x + self._self_attention(x, cache, start))
         x = self.encoder_attn_layer_norm(x + self._cross_attention(x, cross, cross_mask))
         x = self.final_layer_norm(x + self.fc2(self.fc1(x, self.activation)))
@@ -497,9 +490,24 @@ class Decoder(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device) + (first + POSITION_OFFSET)
         x = embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)
         x = self.layernorm_embedding(x)
+        if caches and isinstance(caches[0], AncestryCache):  # the CPU kernels: every layer in one call
+            return self._kernels_step(x, cross, cross_mask, caches, start)
         for i, layer in enumerate(self.layers):
             x = layer(x, cross[i], cross_mask, None if caches is None else caches[i], start)
         return x
+
+
+    def _kernels_step(self, x: torch.Tensor, cross: list, cross_mask: torch.Tensor, caches: list,
+                      start: int | torch.Tensor) -> torch.Tensor:
+        """x (N, 1, D) -> (N, 1, D) through every layer's kernels.decoder_layers in one call, the layers'
+        caches AncestryCaches (sharing one ancestry table)."""
+        if x.shape[1] != 1:
+            raise ValueError("an AncestryCache takes one token per row and step")
+        kernels = self.layers[0].kernels
+        out = kernels.decoder_layers([layer.fused for layer in self.layers], x.view(x.shape[0], -1), cross,
+                                     cross_mask.view(cross_mask.shape[0], -1),
+                                     [(c.keys, c.values) for c in caches], caches[0].ancestry, start)
+        return out.view(x.shape)
 
 
 class LSGBartModel(nn.Module):
@@ -627,6 +635,17 @@ class LSGBartForConditionalGeneration(nn.Module):
             logits = (self._lm_head_weight() @ rows.T).T
         logits = logits + self.final_logits_bias
         return logits.reshape(*hidden.shape[:-1], -1)
+
+    def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, D) hidden states of a decoding step -> log-probabilities (N, vocab) in float32: the
+        logits as `logits` computes them (in the model's dtype), widened, log-softmaxed. With the
+        kernels' LM head, the bias and the widening happen in its pass over the weight."""
+        if self._lm_head_tiled is not None and hidden.shape[0] <= FAST_ROWS:
+            logits = self.kernels.linear(hidden, self._lm_head_tiled, self.final_logits_bias.view(-1),
+                                         self.config.vocab_size, logits=True)
+        else:
+            logits = self.logits(hidden).float()
+        return torch.log_softmax(logits, dim=-1)
 
     def new_caches(self, rows: int, max_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Preallocated self-attention caches: per decoder layer, keys and values (max_len, N, H, hd),
