@@ -335,6 +335,32 @@ def test_a_steps_layers_in_one_call_equal_one_call_per_layer(builds, dtype):
         assert not torch.equal(k, i[4].to(dtype))  # this step's keys were written
 
 
+@pytest.mark.parametrize("kind", ["random", "bf16 ties", "few values", "-inf", "nan", "one finite"])
+def test_top_rows_is_torch_topk_to_the_order_of_ties(builds, kind):
+    """The beam search's candidates: torch.topk(x + add[:, None], k) itself, indices included, also
+    where many values are equal (bfloat16 logits tie often), with -inf (banned tokens) and NaN."""
+    gen = torch.Generator().manual_seed(len(kind))
+    for trial in range(40):
+        rows, n, k = 1 + trial % 7, 640 + 997 * trial, 1 + trial % 10
+        x = torch.randn(rows, n, generator=gen) * 3
+        if kind == "bf16 ties":
+            x = x.bfloat16().float()
+        elif kind == "few values":
+            x = torch.randint(0, 20, (rows, n), generator=gen).float()
+        elif kind == "-inf":
+            x[:, torch.randint(0, n, (n // 3,), generator=gen)] = float("-inf")
+        elif kind == "nan":
+            x[torch.rand(rows, n, generator=gen) < 0.001] = float("nan")
+        elif kind == "one finite":
+            x = torch.full((rows, n), float("-inf"))
+            x[:, trial % n] = 0.0
+        add = (torch.randn(rows, generator=gen) * 5).bfloat16().float() if trial % 2 else None
+        want = torch.topk(x if add is None else x + add[:, None], k, dim=1)
+        values, indices = builds.top_rows(x, add, k)
+        assert torch.equal(indices, want.indices), (trial, indices[0], want.indices[0])
+        assert torch.equal(values.nan_to_num(7.0), want.values.nan_to_num(7.0))
+
+
 def test_unexpected_inputs_are_refused_not_crashed(kernels):
     x, w = torch.randn(5, 64), torch.randn(70, 64)
     with pytest.raises(ValueError, match="linear"):

@@ -213,6 +213,9 @@ class CpuKernels:
         lib.decoder_layers.restype = None
         lib.pair_values.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 3
         lib.pair_values.restype = None
+        lib.top_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_int,
+                                 ctypes.c_void_p, ctypes.c_void_p]
+        lib.top_rows.restype = None
         lib.has_dp.restype = ctypes.c_int
         lib.stream_sum.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         lib.stream_sum.restype = ctypes.c_float
@@ -293,6 +296,17 @@ class CpuKernels:
             self.lib.rows_linear(_ptr(x[start:]), n, width, _ptr(w_tiled), _ptr(bias), out_features,
                                  _ptr(out[start:]), DTYPES[x.dtype], int(logits))
         return out
+
+    def top_rows(self, x: torch.Tensor, add: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch.topk(x + add[:, None], k, dim=1) for float32 x (rows, n) with k * 64 <= n (where torch
+        partial-sorts): the same values and indices, ties in the same order, in one pass over x."""
+        rows, n = x.shape
+        _check(x.dtype == torch.float32 and x.is_contiguous() and 0 < k and k * 64 <= n
+               and (add is None or (add.dtype == torch.float32 and add.is_contiguous() and add.shape == (rows,))),
+               "top_rows", x)
+        values, indices = x.new_empty(rows, k), torch.empty(rows, k, dtype=torch.int64)
+        self.lib.top_rows(_ptr(x), _ptr(add), rows, n, k, _ptr(values), _ptr(indices))
+        return values, indices
 
     def cross_attention(self, q: torch.Tensor, k_tiled: torch.Tensor, v: torch.Tensor,
                         mask: torch.Tensor | None) -> torch.Tensor:
