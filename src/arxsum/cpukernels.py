@@ -411,17 +411,20 @@ class CpuKernels:
         if not weights:
             raise ValueError("cpukernels.decoder_layers: no layers")
         n, width = x.shape
-        positions = torch.full((n,), pos, dtype=torch.int64) if isinstance(pos, int) else pos.contiguous()
-        top = int(positions.max()) if positions.numel() else 0
+        cache_shape = caches[0][0].shape
+        if isinstance(pos, int):  # every row's: checked here, without a pass over a tensor
+            positions, top, in_range = torch.full((n,), pos, dtype=torch.int64), pos, 0 <= pos < cache_shape[0]
+        else:
+            positions = pos.contiguous()
+            top = int(positions.max()) if positions.numel() else 0
+            in_range = positions.shape == (n,) and positions.dtype == torch.int64 and _within(positions, cache_shape[0])
         b, s = mask.shape
         h = width // HEAD_DIM
         pairs = self._in_pairs(x.dtype)
         key_shape = (b, h, -(-s // TILE), HEAD_DIM, TILE)
         value_shape = (b, h, -(-s // 2), HEAD_DIM, 2) if pairs else (b, h, s, HEAD_DIM)
-        cache_shape = caches[0][0].shape
         _check(len(weights) == len(cross) == len(caches) and n % b == 0 and mask.is_contiguous()
-               and mask.dtype == x.dtype and cache_shape[1:] == (n, h, HEAD_DIM)
-               and positions.shape == (n,) and positions.dtype == torch.int64 and _within(positions, cache_shape[0])
+               and mask.dtype == x.dtype and cache_shape[1:] == (n, h, HEAD_DIM) and in_range
                and ancestry.dtype == torch.int64 and ancestry.is_contiguous() and ancestry.shape[1:] == (n,)
                and ancestry.shape[0] > top and _within(ancestry[: top + 1], n)
                and all(w.width == width and w.dtype == x.dtype for w in weights)

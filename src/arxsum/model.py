@@ -486,10 +486,18 @@ class Decoder(nn.Module):
                 caches: list | None = None, start: int | torch.Tensor = 0) -> torch.Tensor:
         """input_ids (N, L) -> hidden (N, L, D). cross/caches: one entry per layer (see DecoderLayer)."""
         # start: an int, or a tensor, 0-d or (N,) per row (see DecoderLayer.forward)
-        first = start[:, None] if isinstance(start, torch.Tensor) and start.dim() == 1 else start  # (N, 1) per row
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + (first + POSITION_OFFSET)
-        x = embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)
-        x = self.layernorm_embedding(x)
+        length = input_ids.shape[1]
+        if isinstance(start, int):  # the positions' rows as a slice: one operation, not three
+            at = start + POSITION_OFFSET
+            if at + length > self.embed_positions.num_embeddings:
+                raise IndexError(f"decoder position {start + length - 1} is past the model's "
+                                 f"{self.embed_positions.num_embeddings - POSITION_OFFSET} positions")
+            positions = self.embed_positions.weight[at: at + length]  # (L, D)
+        else:
+            first = start[:, None] if start.dim() == 1 else start  # (N, 1) per row
+            positions = self.embed_positions(torch.arange(length, device=input_ids.device) + (first + POSITION_OFFSET))
+        tokens = embed_tokens(input_ids)
+        x = self.layernorm_embedding((tokens if self.embed_scale == 1.0 else tokens * self.embed_scale) + positions)
         if caches and isinstance(caches[0], AncestryCache):  # the CPU kernels: every layer in one call
             return self._kernels_step(x, cross, cross_mask, caches, start)
         for i, layer in enumerate(self.layers):
