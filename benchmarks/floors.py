@@ -32,14 +32,8 @@ def measure(threads: int | None = None, quick: bool = False) -> dict:
     if threads:
         torch.set_num_threads(threads)
     out = {"threads": torch.get_num_threads(), "gemm_gflops": {}}
-    kernels = cpukernels.load()
-    if kernels is not None:
-        size = STREAM_BYTES // 8 if quick else STREAM_BYTES
-        x = torch.ones(size // 4)
-        out["stream_gbs"] = size / _best_s(lambda: kernels.stream_sum(x), 5) / 1e9
-        del x
-    else:
-        out["stream_gbs"] = None
+    out["stream_gbs"] = stream_gbs(quick)
+    if out["stream_gbs"] is None:
         out["stream_unavailable"] = cpukernels.unavailable_reason()
     rows, width, outs = ENCODER_SHAPE
     rows = 2048 if quick else rows
@@ -56,6 +50,23 @@ def measure(threads: int | None = None, quick: bool = False) -> dict:
         out["gemm_gflops"][str(dtype).removeprefix("torch.")] = flop / best / 1e9
     out["start_s"] = min(_start_s() for _ in range(1 if quick else 3))
     return out
+
+
+def stream_gbs(quick: bool = False) -> float | None:
+    """GB/s reading STREAM_BYTES (1/8 of it with quick) with the threads torch uses now: the best of 5
+    passes of cpukernels.stream_sum; None without the kernels. The bench also measures it just before
+    and just after each arxsum row (its process, no worker running), since a VM's memory can drift by
+    tens of percent within minutes."""
+    import torch
+
+    from arxsum import cpukernels
+
+    kernels = cpukernels.load()
+    if kernels is None:
+        return None
+    size = STREAM_BYTES // 8 if quick else STREAM_BYTES
+    x = torch.ones(size // 4)
+    return size / _best_s(lambda: kernels.stream_sum(x), 5) / 1e9
 
 
 def _best_s(fn, runs: int) -> float:
@@ -89,13 +100,16 @@ def step_bytes(config: dict, tokens: int, dtype: str) -> float:
     return elements * (4 if dtype == "float32" else 2)
 
 
-def floors(limits: dict, config: dict, tokens: int, steps: int, dtype: str, batch: int = 1) -> dict | None:
-    """The row's floors in seconds (encoder, decode step, end to end), or None without the limits."""
+def floors(limits: dict, config: dict, tokens: int, steps: int, dtype: str, batch: int = 1,
+           stream: float | None = None) -> dict | None:
+    """The row's floors in seconds (encoder, decode step, end to end), or None without the limits.
+    stream: the GB/s to use for the step (the rate measured around the row), else the run's."""
     gemm = limits["gemm_gflops"].get(dtype)
-    if not gemm or not limits.get("stream_gbs"):
+    stream = stream or limits.get("stream_gbs")
+    if not gemm or not stream:
         return None
     encoder = batch * encoder_flop(config, tokens) / (gemm * 1e9)
-    step = batch * step_bytes(config, tokens, dtype) / (limits["stream_gbs"] * 1e9)
+    step = batch * step_bytes(config, tokens, dtype) / (stream * 1e9)
     return {"encoder_s": encoder, "decode_step_s": step,
             "end_to_end_s": limits["start_s"] + encoder + (steps - 1) * step}
 

@@ -89,6 +89,9 @@ def test_side_by_side_with_the_seed_pipeline(tmp_path, cache_dir):
     for row in report["rows"]:
         assert set(row["floor"]) == set(row["fraction_of_floor"]) == {"encoder_s", "decode_step_s", "end_to_end_s"}
         assert all(0 < f for f in row["fraction_of_floor"].values())
+        # the step's floor at the stream rate measured just before and after the row
+        before, after = row["arxsum"]["stream_gbs_around"]
+        assert before > 0.5 and after > 0.5 and row["floor_stream_gbs"] == pytest.approx((before + after) / 2)
     assert "This machine's limits, measured in this run" in proc.stdout
 
 
@@ -109,6 +112,8 @@ def test_floors_of_the_real_model():
     assert f["decode_step_s"] == pytest.approx(958_934_016 / 20e9)
     assert f["end_to_end_s"] == pytest.approx(1.0 + f["encoder_s"] + 319 * f["decode_step_s"])
     assert floors.floors(limits, config, 16384, 320, "bfloat16") is None  # no GEMM rate measured for it
+    around = floors.floors(limits, config, 16384, 320, "float32", stream=40.0)  # the row's own stream rate
+    assert around["decode_step_s"] == pytest.approx(f["decode_step_s"] / 2) and around["encoder_s"] == f["encoder_s"]
 
 
 def test_plan_rows():
