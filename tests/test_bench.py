@@ -208,3 +208,24 @@ def test_fidelity_tiny_run_measures_both_sides(tmp_path, cache_dir):
     if ref:
         assert report["lengths"][0]["float32_arxsum_vs_seed_max_abs"] < 1e-3
     assert "teacher-forced" in proc.stdout
+
+
+def test_a_plan_measured_on_a_busy_machine_is_measured_again_before_the_rows(monkeypatch):
+    """Not saved when busy (cpuplan.busy), a plan would be measured again inside every row's timed
+    load: the bench's preparation measures again instead, up to PREPARE_TRIES times."""
+    from arxsum import cpuplan, summarizer
+
+    plans = [cpuplan.CpuPlan("kernels", "kernels", "kernels", "-", how="measured", cpu_share=share, measured_s=4.0)
+             for share in (0.6, 0.95, 0.95)]
+    calls = []
+
+    def from_pretrained(*args, **kwargs):
+        calls.append(args)
+        return type("Loaded", (), {"cpu_plan": plans[len(calls) - 1]})()
+
+    monkeypatch.setattr(summarizer.Summarizer, "from_pretrained", staticmethod(from_pretrained))
+    monkeypatch.setattr(bench, "say", lambda message: None)
+    assert bench.prepare_worker("checkpoint", "bfloat16")["tries"] == 2 and len(calls) == 2  # quiet at the second
+    calls.clear()
+    plans[:] = [plans[0]] * 3  # busy every time: the rows go on, measuring their own
+    assert bench.prepare_worker("checkpoint", "bfloat16")["tries"] == bench.PREPARE_TRIES == len(calls)
