@@ -6,8 +6,8 @@ AVX2 build of the kernels is slower than torch on some phases. So the first time
 the CPU, each phase is timed on the model's real shapes, both ways, and the faster kept:
 
     encoder_attention   the encoder's LSG attention: kernels.local_attention, or torch's SDPA
-    decoder_step        a decoding step's layers: kernels.decoder_layer, or torch's operators
-    lm_head             the step's LM head: kernels.linear, or torch's GEMM
+    decoder_step        a decoding step's layers: kernels.decoder_layers (all in one call), or torch's operators
+    lm_head             the step's LM head and log-softmax (model.log_probs): kernels.linear, or torch's GEMM
     bf16_products       (bfloat16, where built in) the kernels' pair products: AMX tiles or vdpbf16ps
 
 The plan is saved as JSON beside the compiled kernels, keyed by the CPU, the versions of torch,
