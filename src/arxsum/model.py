@@ -504,7 +504,6 @@ class Decoder(nn.Module):
             x = layer(x, cross[i], cross_mask, None if caches is None else caches[i], start)
         return x
 
-
     def _kernels_step(self, x: torch.Tensor, cross: list, cross_mask: torch.Tensor, caches: list,
                       start: int | torch.Tensor) -> torch.Tensor:
         """x (N, 1, D) -> (N, 1, D) through every layer's kernels.decoder_layers in one call, the layers'
@@ -635,7 +634,7 @@ class LSGBartForConditionalGeneration(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, L, D) -> (N, L, vocab)"""
         rows = hidden.reshape(-1, hidden.shape[-1])
-        if self._lm_head_tiled is not None and rows.shape[0] <= FAST_ROWS:
+        if self._lm_head_on_kernels(rows):
             logits = self.kernels.linear(rows, self._lm_head_tiled, None, self.config.vocab_size)
         else:
             # weight @ rows.T streams the (vocab, D) matrix once; for the few rows of a decoding step
@@ -644,11 +643,15 @@ class LSGBartForConditionalGeneration(nn.Module):
         logits = logits + self.final_logits_bias
         return logits.reshape(*hidden.shape[:-1], -1)
 
+    def _lm_head_on_kernels(self, rows: torch.Tensor) -> bool:
+        """Whether these (R, D) rows go through the kernels' LM head (a decoding step's few rows)."""
+        return self._lm_head_tiled is not None and rows.shape[0] <= FAST_ROWS
+
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) hidden states of a decoding step -> log-probabilities (N, vocab) in float32: the
         logits as `logits` computes them (in the model's dtype), widened, log-softmaxed. With the
         kernels' LM head, the bias and the widening happen in its pass over the weight."""
-        if self._lm_head_tiled is not None and hidden.shape[0] <= FAST_ROWS:
+        if self._lm_head_on_kernels(hidden):
             logits = self.kernels.linear(hidden, self._lm_head_tiled, self.final_logits_bias.view(-1),
                                          self.config.vocab_size, logits=True)
         else:
