@@ -3,7 +3,8 @@
     stream    GB/s reading memory with the threads arxsum uses (cpukernels.stream_sum over 1 GiB)
     gemm      GFLOP/s of torch's best product at the encoder's shape (16448 x 768 @ 768 x 3072), per
               dtype: F.linear, whole or in the encoder's row chunks, and for bfloat16 also oneDNN's
-              packed weights (AMX where present)
+              packed weights (AMX where present) and float32 products of the bfloat16 values (a CPU
+              without native bfloat16 computes a bfloat16 model's products fastest that way)
     start     seconds for `python -c "import torch"` (a fresh process's fixed cost)
 
 The floors (README "Speed and memory"): encoder + cross K/V = the encoder's FLOPs at the GEMM rate;
@@ -46,6 +47,8 @@ def measure(threads: int | None = None, quick: bool = False) -> dict:
         if PackedWeight.supported(dtype):
             packed = PackedWeight(w)
             candidates.append(lambda a=a, p=packed: torch.ops.mkldnn._linear_pointwise(a, p.tensor, None, "none", [], ""))
+        if dtype == torch.bfloat16:  # widened chunk by chunk and rounded back, conversions counted
+            candidates.append(lambda a=a, w=w: [F.linear(c.float(), w.float()).to(dtype) for c in a.split(ENCODER_CHUNK)])
         best = min(_best_s(fn, 4) for fn in candidates)
         out["gemm_gflops"][str(dtype).removeprefix("torch.")] = flop / best / 1e9
     out["start_s"] = min(_start_s() for _ in range(1 if quick else 3))

@@ -65,6 +65,42 @@ def test_measured_once_then_read_back_and_applied(kernels, cache, monkeypatch, d
     assert again.how == "saved" and again.choices() == plan.choices() and len(notes) == 1
 
 
+def widened(model) -> bool | None:
+    """Whether the model's many-row products and torch encoder attention compute in float32 (all of
+    them), in bfloat16 (none), or a mix (None: a bug)."""
+    flags = {linear.widen for linear in model._many_row_linears()}
+    flags |= {layer.self_attn.widen for layer in model.model.encoder.layers}
+    return flags.pop() if len(flags) == 1 else None
+
+
+def test_a_bfloat16_plan_times_the_encoder_products_both_ways(kernels, cache):
+    model = model_64(torch.bfloat16)
+    plan = use_cpu_fast_paths(model)
+    assert plan.encoder_products in ("bfloat16", "float32")
+    assert plan.timings_ms["encoder_products/bfloat16"] > 0 and plan.timings_ms["encoder_products/float32"] > 0
+    assert widened(model) == (plan.encoder_products == "float32")
+    again = model_64(torch.bfloat16)
+    assert use_cpu_fast_paths(again).encoder_products == plan.encoder_products and widened(again) == widened(model)
+    assert use_cpu_fast_paths(model_64()).encoder_products == "-"  # float32: nothing to choose
+
+
+@pytest.mark.parametrize("faster", ["bfloat16", "float32"])
+def test_the_faster_encoder_products_are_chosen(kernels, monkeypatch, faster):
+    timings = {"bfloat16": 2.0, "float32": 3.0} if faster == "bfloat16" else {"bfloat16": 7.0, "float32": 1.0}
+    monkeypatch.setattr(cpuplan, "_time_products", lambda model, hidden: timings)
+    seen = []
+    real = cpuplan._time_phases
+
+    def timed(model, *shapes):  # torch's encoder attention is timed as the chosen products will run it
+        seen.append(widened(model))
+        return real(model, *shapes)
+
+    monkeypatch.setattr(cpuplan, "_time_phases", timed)
+    plan = cpuplan.measure(model_64(torch.bfloat16), kernels)
+    assert plan.encoder_products == faster and plan.timings_ms[f"encoder_products/{faster}"] == timings[faster]
+    assert seen and set(seen) == {faster == "float32"}
+
+
 def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
     """With the timings made up, the choice follows them: kernels where they are faster, torch elsewhere."""
     fake = {"torch": {"encoder_attention": 5.0, "decoder_step": 1.0, "lm_head": 2.0},
@@ -81,7 +117,8 @@ def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
 
 @pytest.mark.parametrize("text,want", [("torch", dict(encoder_attention=False, decoder_step=False, lm_head=False)),
                                        ("kernels", dict(encoder_attention=True, decoder_step=True, lm_head=True)),
-                                       ("encoder_attention=torch,decoder_step=kernels,lm_head=torch",
+                                       ("encoder_attention=torch,decoder_step=kernels,lm_head=torch,"
+                                        "encoder_products=float32",
                                         dict(encoder_attention=False, decoder_step=True, lm_head=False))])
 def test_forced_choices_are_not_measured(kernels, cache, monkeypatch, text, want):
     monkeypatch.setenv("ARXSUM_CPU_PLAN", text)
@@ -89,6 +126,12 @@ def test_forced_choices_are_not_measured(kernels, cache, monkeypatch, text, want
     model = model_64()
     plan = use_cpu_fast_paths(model, pytest.fail)
     assert plan.how == "forced" and routing(model) == want
+    model = model_64(torch.bfloat16)
+    plan = use_cpu_fast_paths(model, pytest.fail)
+    assert plan.how == "forced" and routing(model) == want
+    # all torch: its own bfloat16 operations; all kernels: as oneDNN's support for bfloat16 says
+    want_products = {"torch": "bfloat16", "kernels": cpuplan.unmeasured_encoder_products()}.get(text, "float32")
+    assert plan.encoder_products == want_products and widened(model) == (want_products == "float32")
 
 
 def test_every_routing_computes_the_same_logits(kernels, cache, monkeypatch):

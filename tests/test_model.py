@@ -369,3 +369,37 @@ def test_packed_weights_only_for_bfloat16_and_dropped_on_cast(tiny):
     assert packed_error <= 1.1 * plain_error
     model.float()
     assert all(linear.packed is None for linear in model._many_row_linears())
+
+
+def test_float32_products_of_bfloat16_values_round_once_and_are_no_less_accurate(tiny):
+    """use_float32_products (bfloat16 on CPUs without fast bfloat16 GEMMs): each many-row product is
+    the float32 product of the bfloat16 values, activation included, rounded to bfloat16 once; a
+    decoding step's few rows keep their path; the whole model's logits are no farther from float64's
+    than with torch's bfloat16 operations; a cast turns it off."""
+    import copy
+
+    import torch.nn.functional as F
+
+    model = load_model(tiny, CPU, torch.bfloat16)
+    assert model.use_float32_products() is True
+    fc1 = model.model.encoder.layers[0].fc1
+    x = torch.randn(3, 70, fc1.in_features).to(torch.bfloat16)
+    want = F.gelu(F.linear(x.float(), fc1.weight.float(), fc1.bias.float())).to(torch.bfloat16)
+    assert fc1.widen and torch.equal(fc1(x, "gelu"), want)
+    few = x[:1, :4]
+    assert torch.equal(fc1(few), F.linear(few, fc1.weight, fc1.bias))  # a step's rows: bfloat16 as before
+    ids = random_ids(2, 300, model.config.vocab_size)
+    mask = torch.ones_like(ids)
+    mask[1, 200:] = 0
+    with torch.inference_mode():
+        widened = model(ids, mask)
+        exact = copy.deepcopy(model).double()(ids, mask)
+        model.use_float32_products(False)
+        plain = model(ids, mask)
+    widened_error, plain_error = ((t.double() - exact).abs().mean() for t in (widened, plain))
+    assert widened_error <= 1.05 * plain_error
+    model.use_float32_products()
+    model.float()
+    assert not any(linear.widen for linear in model._many_row_linears())
+    assert not model.model.encoder.layers[0].self_attn.widen
+    assert model.use_float32_products() is False  # only for bfloat16

@@ -167,17 +167,23 @@ class Linear(nn.Linear):
     """nn.Linear with fast CPU paths: for the few rows of a decoding step, `kernels` and `tiled` (its
     weight in their layout, set by LSGBartForConditionalGeneration.use_kernels); for many rows in
     bfloat16, `packed` (set by use_packed_weights), which also fuses a GELU (computed on the float32
-    sums before rounding to bfloat16: as accurate as the unfused pair or more)."""
+    sums before rounding to bfloat16: as accurate as the unfused pair or more); or, for many rows in
+    bfloat16 where float32 GEMMs are the faster (`widen`, set by use_float32_products), float32
+    products of the bfloat16 values, the activation applied before the one rounding to bfloat16."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias)
         self.kernels = None
         self.tiled = None
         self.packed = None
+        self.widen = False
 
     def forward(self, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
         """x (..., in) -> (..., out), then the named activation (ACTIVATIONS) if any."""
         few = x.numel() <= FAST_ROWS * x.shape[-1]
+        if self.widen and not few:
+            y = F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+            return (y if activation is None else ACTIVATIONS[activation](y)).to(x.dtype)
         if self.packed is not None and not few:
             fused = activation == "gelu"
             y = torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed.tensor, self.bias,
@@ -226,6 +232,7 @@ class LSGSelfAttention(Attention):
         self.block_size = block_size
         self.num_global = num_global_tokens
         self.kernels = None  # set by LSGBartForConditionalGeneration.use_kernels
+        self.widen = False  # torch's attention in float32 on bfloat16 projections (use_float32_products)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """x (B, G+T, D), key_mask (B, 1, 1, G+T) additive -> (B, G+T, D)"""
@@ -238,13 +245,15 @@ class LSGSelfAttention(Attention):
             return self._kernel_attention(x, key_mask)
         q = self.split_heads(self.q_proj(x))
         k, v = self.project_kv(x)
+        if self.widen:  # the bfloat16 projections' values, attended in float32; one rounding at the end
+            q, k, v, key_mask = q.float(), k.float(), v.float(), key_mask.float()
         if t <= 2 * self.block_size:  # the local window covers everything: plain full attention
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         else:
             ctx_global = F.scaled_dot_product_attention(q[:, :, :g], k, v, attn_mask=key_mask)
             ctx_local = self.local_attention(q[:, :, g:], k, v, key_mask)
             ctx = torch.cat([ctx_global, ctx_local], dim=2)
-        return self.merge_heads(ctx)
+        return self.merge_heads(ctx).to(x.dtype)
 
     def _kernel_attention(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """context() by the CPU kernel: it reads the projections in their (B, S, D) layout and writes
@@ -577,6 +586,22 @@ class LSGBartForConditionalGeneration(nn.Module):
             linear.packed = PackedWeight(linear.weight) if enabled else None
         return enabled
 
+    def use_float32_products(self, enabled: bool = True) -> bool:
+        """For bfloat16 on a CPU whose bfloat16 GEMMs are slower than its float32 ones (no native
+        bfloat16: AVX2 machines, where torch's bfloat16 GEMM ran at 16 GFLOP/s against 91 in float32):
+        the products over many rows (the encoder's, the cross-attention keys and values) and the
+        encoder's attention on torch compute in float32 from the bfloat16 values and round each
+        output to bfloat16 once, as torch's bfloat16 operations do (float32 sums); the attention's
+        probabilities are not rounded to bfloat16 on the way. The weights stay bfloat16 (widened per
+        product: no copy kept). Returns whether in use."""
+        p = self.final_logits_bias
+        enabled = enabled and p.device.type == "cpu" and p.dtype == torch.bfloat16
+        for linear in self._many_row_linears():
+            linear.widen = enabled
+        for layer in self.model.encoder.layers:
+            layer.self_attn.widen = enabled
+        return enabled
+
     def _many_row_linears(self) -> list[Linear]:
         out = []
         for layer in self.model.encoder.layers:
@@ -591,6 +616,7 @@ class LSGBartForConditionalGeneration(nn.Module):
         if self.kernels is not None:
             self.use_kernels(None)
         self.use_packed_weights(False)
+        self.use_float32_products(False)
         return super()._apply(fn, *args, **kwargs)
 
     def _lm_head_weight(self) -> torch.Tensor:

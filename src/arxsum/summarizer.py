@@ -68,6 +68,7 @@ def use_cpu_fast_paths(model, notify=None):
     model.use_packed_weights()
     kernels = cpukernels.load()
     if kernels is None:
+        model.use_float32_products(cpuplan.unmeasured_encoder_products() == "float32")
         return None
     try:
         plan = cpuplan.plan_for(model, kernels, notify)
