@@ -33,6 +33,7 @@ class FakeSummarizer:
     name = "fake-model"
     device = "cpu"
     max_positions = 64
+    decoder_positions = 512
 
     def __init__(self) -> None:
         self.calls: list[int] = []

@@ -22,7 +22,7 @@ from arxsum.runner import RunConfig, run
 papers, out, delay, log = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 
 class Slow:
-    name, device, max_positions = "slow-fake", "cpu", 64
+    name, device, max_positions, decoder_positions = "slow-fake", "cpu", 64, 512
     def count_tokens(self, text):
         return len(text.split()) + 2
     def summarize_batch(self, texts, options=None, max_input_tokens=None):

@@ -92,6 +92,16 @@ def test_truncation_is_noted_and_too_many_input_tokens_is_a_usage_error(cli, tin
     assert result.stdout == "" and "Traceback" not in result.stderr
 
 
+def test_a_longer_summary_than_the_decoders_positions_is_refused_up_front(cli, tiny_model_dir, paper_files):
+    """--max-length past the decoder's learned positions (512 in the tiny model): one usage line naming
+    them before any paper is read, not an index error at the first paper."""
+    result = cli(*paper_files[:2], "--model", tiny_model_dir, *GEN, "--max-length", "5000")
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "arxsum: error: --max-length 5000 is more than the model's 512 decoder positions"
+    assert "2 not reached" in lines[0] and result.stdout == "" and "Traceback" not in result.stderr
+
+
 def test_text_and_md_formats_for_several_inputs_and_output_file(cli, tiny_model_dir, paper_files, tmp_path):
     two = paper_files[3:5]
     result = cli(*two, "--model", tiny_model_dir, "-q", *GEN)

@@ -403,3 +403,10 @@ def test_float32_products_of_bfloat16_values_round_once_and_are_no_less_accurate
     assert not any(linear.widen for linear in model._many_row_linears())
     assert not model.model.encoder.layers[0].self_attn.widen
     assert model.use_float32_products() is False  # only for bfloat16
+
+
+def test_a_summary_longer_than_the_decoders_positions_is_an_options_error(summarizer):
+    assert summarizer.decoder_positions == 512
+    with pytest.raises(OptionsError, match="--max-length 513 is more than the model's 512 decoder positions"):
+        summarizer.summarize("text", max_length=513)
+    assert summarizer.summarize("text", max_length=512, num_beams=1, min_length=0)  # the longest allowed runs

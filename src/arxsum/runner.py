@@ -589,11 +589,12 @@ class Engine:
     @property
     def summarizer(self):
         if self._summarizer is None:
-            from arxsum.summarizer import input_token_limit
+            from arxsum.summarizer import check_summary_length, input_token_limit
 
             self._summarizer = self._load()
             self._note_without_kernels(self._summarizer)
             self.max_input_tokens = input_token_limit(self.cfg.max_input_tokens, self._summarizer.max_positions)
+            check_summary_length(self.cfg.options, self._summarizer.decoder_positions)
             if self.cfg.batch_size is None:
                 self.batch_size = default_batch_size(self._summarizer, self.max_input_tokens, self.cfg.options)
             self.loaded_at = time.perf_counter()

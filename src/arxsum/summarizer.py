@@ -53,6 +53,14 @@ def input_token_limit(max_input_tokens: int | None, max_positions: int) -> int:
     return max_input_tokens
 
 
+def check_summary_length(options: GenerationOptions, decoder_positions: int) -> None:
+    """A summary cannot be longer than the decoder's learned positions (BART's: max_position_embeddings,
+    the start token counted): refused before any paper is read, not an index error at the first."""
+    if options.max_length > decoder_positions:
+        raise OptionsError(f"--max-length {options.max_length} is more than the model's {decoder_positions} "
+                           "decoder positions")
+
+
 def _to_stderr(message: str) -> None:
     print(f"arxsum: {message}", file=sys.stderr, flush=True)
 
@@ -143,6 +151,11 @@ class Summarizer:
         """The most input tokens the model can take (16384 for the default model)."""
         return self.model.config.max_input_tokens
 
+    @property
+    def decoder_positions(self) -> int:
+        """The longest summary the model can write, in tokens with the start token (max_length's limit)."""
+        return self.model.config.max_position_embeddings
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
@@ -159,6 +172,7 @@ class Summarizer:
 
     def generate(self, encoded: list[Encoded], options: GenerationOptions, on_step=None) -> list[list[int]]:
         """Beam search over one right-padded batch -> token ids per input, in input order."""
+        check_summary_length(options, self.decoder_positions)
         ids, mask = self._padded(encoded)
         return beam_search(self.model, ids, mask, options, self.special, on_step=on_step)
 
@@ -176,6 +190,7 @@ class Summarizer:
         float32). A text longer than the running batch's longest waits for the next batch (the texts
         behind it may join the running one)."""
         limit = self.check_max_input_tokens(max_input_tokens)
+        check_summary_length(options, self.decoder_positions)
         waiting = _Waiting(enumerate(texts), lambda text: self.encode(text, limit))
         while batch := waiting.take(batch_size):
             members = list(batch)  # the search's document numbers: this batch's, then those that join
