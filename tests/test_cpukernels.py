@@ -100,6 +100,48 @@ def test_pair_tiles_hold_each_rows_pairs(kernels, width):
     assert got.shape == want.shape and torch.equal(got, want)
 
 
+@pytest.mark.parametrize("shape", [(128, 192), (100, 161), (64, 64), (3, 70)])
+@pytest.mark.parametrize("passes", [1, 2, 4])
+def test_tiles_lie_pass_by_pass_within_each_block(shape, passes):
+    """tile(w, passes): element (o, i) of w at [o // 64][block b = i // 64][pass p = (o % 64) // (64 //
+    passes)][i % 64][o % (64 // passes)] of the flat tile, a block holding min(64, I - 64 b) rows;
+    zero past O; the one-copy way (O and I multiples of 64) and the general one agree."""
+    o, i = shape
+    w = torch.randn(o, i)
+    got = cpukernels.tile(w, passes)
+    tiles = -(-o // 64)
+    assert got.shape == (tiles, i, 64)
+    flat, width = got.reshape(tiles, -1), 64 // passes
+    want = torch.zeros_like(flat)
+    for b in range(0, i, 64):
+        rows = min(64, i - b)
+        for p in range(passes):
+            for t in range(tiles):
+                cols = w[t * 64 + p * width: t * 64 + (p + 1) * width, b: b + rows]  # (<= width, rows)
+                block = torch.zeros(rows, width)
+                block[:, : cols.shape[0]] = cols.T
+                start = b * 64 + p * rows * width
+                want[t, start: start + rows * width] = block.flatten()
+    assert torch.equal(flat, want)
+    assert torch.equal(cpukernels.tile(w.T.contiguous().T, passes), got)  # a strided weight
+
+
+@pytest.mark.parametrize("keys", [256, 600, 100, 16448])
+def test_values_lie_pass_by_pass_within_each_chunk_of_keys(keys):
+    """passed_values(v, 4): key s, column c at [chunk s // 256][pass c // 16][s % 256][c % 16] of the
+    flat values, a chunk holding min(256, S - 256 chunk) keys."""
+    v = torch.randn(2, 3, keys, 64)
+    got = cpukernels.passed_values(v, 4)
+    assert got.shape == v.shape and got.is_contiguous()
+    flat = got.view(2, 3, -1)
+    for start in range(0, keys, 256):
+        n = min(256, keys - start)
+        for p in range(4):
+            at = start * 64 + p * n * 16
+            assert torch.equal(flat[:, :, at: at + n * 16], v[:, :, start: start + n, p * 16: (p + 1) * 16].flatten(-2))
+    assert torch.equal(cpukernels.passed_values(v, 1), v)
+
+
 def test_freed_memory_is_reused_inside_and_given_back_after():
     """reusing_freed_memory(): inside, a 64 MB block comes from malloc's heap and stays resident when
     freed, to be handed out again; after, blocks that size are mapped again and what was freed

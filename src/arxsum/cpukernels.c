@@ -58,8 +58,8 @@ int set_amx(int on) {
 #define MAXR 8
 /* The row products (TILE_FN, pv_plain_n) work in the machine's own registers (vn: 16 floats with
  * AVX-512, 8 with AVX2; GCC keeps arrays of wider vectors in memory) and keep CPASS of them per row
- * at once: a 64-column tile's 4 with AVX-512's 32 registers; 2 of 8 with AVX2's 16, the tile then
- * read in 4 passes (the first from memory, the others from L2). */
+ * at once: a 64-column tile's 4 with AVX-512's 32 registers; 2 of 8 with AVX2's 16, each block of
+ * the tile then read in 4 passes of 16 columns (see TILE_FN for the layout that makes them streams). */
 #if defined(__AVX512F__)
 #define VN 16 /* floats in a register */
 #define CPASS 4 /* registers of columns a pass */
@@ -69,7 +69,9 @@ int set_amx(int on) {
 #endif
 #define NVN (TILE / VN) /* registers of a 64-column row */
 #define NPASS (NVN / CPASS) /* passes of the row products over a block: 1 with AVX-512, 4 with AVX2 */
-#define ROWB(T) ((size_t)TILE * sizeof(T)) /* bytes of a tile's row */
+#define PASSW (VN * CPASS) /* columns a pass reads: 64 with AVX-512, 16 with AVX2 */
+/* passes of the row products over a tile's block: how CpuKernels.tile lays a tile out */
+int tile_passes(void) { return NPASS; }
 /* bytes ahead that the row products prefetch a streamed matrix: the hardware's own prefetch leaves
  * the memory ~25% idle between the FMAs (measured on the Intel Xeon: one core 9 -> 11 GB/s). The
  * vdpbf16ps pair products too: on the AMD EPYC (Zen 5) their cross-attention 22 -> 33-41 GB/s and
@@ -271,7 +273,12 @@ static float softmax_numerators(float *sc, int n) {
 /* ---- rows x tiled matrix: out[r][o] = sum_i x[r][i] * W[o][i] (+ bias[o]), x float32 ------------ */
 
 /* tile_f32 / tile_bf16 (W float32 / bfloat16): res (R x 64 float32) = the R rows of x against tile t,
- * summed in blocks: error ~(BLOCK + in / BLOCK) ulp, not ~in. */
+ * summed in blocks: error ~(BLOCK + in / BLOCK) ulp, not ~in. A tile (in, 64) lies pass by pass
+ * within each block of BLOCK rows (CpuKernels.tile): [block][pass][row][PASSW columns], so that each
+ * pass streams its columns from contiguous memory. With AVX-512 (one pass) that is the plain
+ * (in, 64). With AVX2 the rows' 256 bytes used to lie together and the 4 passes each read one line
+ * in four: the lines not read yet sat in the way of the hardware's prefetch, and the products
+ * streamed at half the memory's rate (AMD EPYC Zen 3: the LM head 10.5 GB/s against a 22 GB/s stream). */
 #define TILE_FN(NAME, T, LOAD)                                                                      \
     static inline void NAME(const int R, const float *x, int in, const T *w, int t, vf *res_v) {    \
         float *res = (float *)res_v;                                                                \
@@ -279,19 +286,16 @@ static float softmax_numerators(float *sc, int n) {
         for (int k = 0; k < R * TILE; k++) res[k] = 0.f;                                            \
         for (int i0 = 0; i0 < in; i0 += BLOCK) {                                                    \
             int i1 = i0 + BLOCK < in ? i0 + BLOCK : in;                                             \
-            for (int c0 = 0; c0 < NVN; c0 += CPASS) { /* passes over the block: L1 after the first */ \
+            for (int c0 = 0; c0 < NVN; c0 += CPASS) { /* the passes over the block */             \
                 vn acc[MAXR][CPASS];                                                                \
                 for (int r = 0; r < R; r++)                                                         \
                     for (int j = 0; j < CPASS; j++) acc[r][j] = (vn){0};                            \
+                const T *pass = tile + (size_t)i0 * TILE + (size_t)(c0 / CPASS) * (i1 - i0) * PASSW; \
                 for (int i = i0; i < i1; i++) {                                                     \
-                    const T *row = tile + (size_t)i * TILE + VN * c0;                               \
-                    if (NPASS == 1) /* the row's lines, STREAM_AHEAD bytes on (the tiles follow on) */ \
-                        for (size_t c = 0; c < TILE * sizeof(T); c += 64)                           \
-                            __builtin_prefetch((const char *)row + STREAM_AHEAD + c);               \
-                    else /* each pass its share of the next block's row i: the memory never idles */ \
-                        for (size_t c = c0 / CPASS * ROWB(T) / NPASS; c < (c0 / CPASS + 1) * ROWB(T) / NPASS; \
-                             c += 64)                                                               \
-                            __builtin_prefetch((const char *)(tile + (size_t)(i + BLOCK) * TILE) + c); \
+                    const T *row = pass + (size_t)(i - i0) * PASSW;                                 \
+                    /* the row's lines, STREAM_AHEAD bytes on: the passes, blocks and tiles follow on */ \
+                    for (size_t c = 0; c < PASSW * sizeof(T); c += 64)                              \
+                        __builtin_prefetch((const char *)row + STREAM_AHEAD + c);                   \
                     vn wv[CPASS];                                                                   \
                     for (int j = 0; j < CPASS; j++) wv[j] = LOAD(row + VN * j);                     \
                     for (int r = 0; r < R; r++) {                                                   \
@@ -541,24 +545,31 @@ void rows_linear(const void *x, int R, int in, const void *w, const void *bias, 
     free(xf);
 }
 
-/* tot (R, 64) += P V: p (R, S) float32 probabilities, rows lda apart; vp (S, 64) values (bf16 widened).
- * Summed in blocks of 4 x BLOCK keys. */
+/* tot (R, 64) += P V: p (R, S) float32 probabilities, rows lda apart; vp the values (bf16 widened),
+ * pass c's PASSW columns of key s at element c * pstride + s * rstride: (S, 64) rows has pstride =
+ * PASSW, rstride = 64; the cross-attention's chunks of S <= XCHUNK keys lie pass by pass
+ * (CpuKernels.tile_values), pstride = S * PASSW, rstride = PASSW, so that each pass is a stream (see
+ * TILE_FN). Summed in blocks of 4 x BLOCK keys. */
 static inline __attribute__((always_inline)) void pv_plain_n(const int R, const float *p, int S, size_t lda,
-                                                             const char *vp, int bf16, vf tot[][4]) {
+                                                             const char *vp, size_t pstride, size_t rstride,
+                                                             int bf16, vf tot[][4]) {
     vn acc[MAXR][CPASS];
     for (int s0 = 0; s0 < S; s0 += 4 * BLOCK) {
         int s1 = s0 + 4 * BLOCK < S ? s0 + 4 * BLOCK : S;
         for (int c0 = 0; c0 < NVN; c0 += CPASS) { /* CPASS registers of columns a pass, as in TILE_FN */
             for (int r = 0; r < R; r++)
                 for (int j = 0; j < CPASS; j++) acc[r][j] = (vn){0};
+            const size_t es = bf16 ? 2 : 4;
             for (int s = s0; s < s1; s++) {
-                const size_t row = (size_t)s * HEAD_DIM + VN * c0;
-                if (c0 == 0)
-                    for (int c = 0; c < HEAD_DIM * (bf16 ? 2 : 4); c += 64)
-                        __builtin_prefetch(vp + row * (bf16 ? 2 : 4) + STREAM_AHEAD + c);
+                const size_t at = (size_t)(c0 / CPASS) * pstride + (size_t)s * rstride; /* elements */
+                if (rstride == PASSW) /* a stream per pass (one pass of whole rows with AVX-512) */
+                    for (size_t c = 0; c < PASSW * es; c += 64) __builtin_prefetch(vp + at * es + STREAM_AHEAD + c);
+                else if (c0 == 0) /* rows: the first pass prefetches them whole */
+                    for (size_t c = 0; c < HEAD_DIM * es; c += 64)
+                        __builtin_prefetch(vp + (size_t)s * HEAD_DIM * es + STREAM_AHEAD + c);
                 vn vv[CPASS];
                 for (int j = 0; j < CPASS; j++)
-                    vv[j] = bf16 ? loadn_bf16((const uint16_t *)vp + row + VN * j) : loadn_f32((const float *)vp + row + VN * j);
+                    vv[j] = bf16 ? loadn_bf16((const uint16_t *)vp + at + VN * j) : loadn_f32((const float *)vp + at + VN * j);
                 for (int r = 0; r < R; r++) {
                     vn w = p[r * lda + s] - (vn){0};
                     for (int j = 0; j < CPASS; j++) acc[r][j] += w * vv[j];
@@ -587,7 +598,7 @@ static __attribute__((noinline)) void pv_chunk(int R, int dp, const void *p, siz
         return;
     }
 #endif
-#define CASE(k) case k: pv_plain_n(k, (const float *)p, n, lda, (const char *)vp, bf16, tot); break;
+#define CASE(k) case k: pv_plain_n(k, (const float *)p, n, lda, (const char *)vp, (size_t)n * PASSW, PASSW, bf16, tot); break;
     switch (R) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) }
 #undef CASE
 }
@@ -1007,8 +1018,8 @@ static void attend_rows(const window_t *w, const void *q, size_t qrow0, int rows
 #endif
         {
             const float *p = sc + (size_t)m0 * wp, *vals = (const float *)w->values;
-#define CALL(r) pv_plain_n(r, p, gp, wp, (const char *)vals, 0, acc), \
-                pv_plain_n(r, p + gp, wp - gp, wp, (const char *)(vals + (size_t)w->local0 * HEAD_DIM), 0, acc)
+#define CALL(r) pv_plain_n(r, p, gp, wp, (const char *)vals, PASSW, HEAD_DIM, 0, acc), \
+                pv_plain_n(r, p + gp, wp - gp, wp, (const char *)(vals + (size_t)w->local0 * HEAD_DIM), PASSW, HEAD_DIM, 0, acc)
             ROWS_SWITCH(R, CALL)
 #undef CALL
         }

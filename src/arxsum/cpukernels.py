@@ -35,6 +35,8 @@ from arxsum.cpuisa import ISAS, Unavailable, cache_dir, choose_isa, cpu_isas, cp
 
 SOURCE = Path(__file__).with_name("cpukernels.c")
 TILE = 64  # as in cpukernels.c
+BLOCK = 64  # rows of a tile summed in registers at a time (cpukernels.c), the unit of its pass layout
+XCHUNK = 256  # keys per chunk of the cross-attention's values (cpukernels.c), the unit of theirs
 MAX_ROWS = 8  # rows the kernels keep in registers; more are done in chunks of 8
 HEAD_DIM = 64
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC", "-shared", "-Wno-psabi"]
@@ -163,16 +165,41 @@ def _glibc():
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
-def tile(w: torch.Tensor) -> torch.Tensor:
-    """(..., O, I) -> (..., ceil(O / 64), I, 64): 64 rows at a time, transposed, zero-padded past O."""
+def tile(w: torch.Tensor, passes: int = 1) -> torch.Tensor:
+    """(..., O, I) -> (..., ceil(O / 64), I, 64): 64 rows at a time, transposed, zero-padded past O.
+    passes > 1 (the AVX2 build's row products read a tile's block of BLOCK rows in `passes` passes of
+    64 / passes columns): within each block, pass by pass, [block][pass][row][column] (cpukernels.c,
+    TILE_FN); the shape stays (..., ceil(O / 64), I, 64)."""
     o, i = w.shape[-2:]
     full = o // TILE
+    if passes > 1:
+        if o % TILE == 0 and i % BLOCK == 0:  # one copy: (t, pass, column, block, row) -> (t, block, pass, row, column)
+            parts = w.unflatten(-1, (-1, BLOCK)).unflatten(-3, (-1, passes, TILE // passes))
+            return parts.permute(*range(parts.dim() - 5), -5, -2, -4, -1, -3).contiguous().view(*w.shape[:-2], -1, i, TILE)
+        plain = tile(w)
+        blocks = [plain[..., b: b + BLOCK, :] for b in range(0, i, BLOCK)]
+        passed = [blk.unflatten(-1, (passes, -1)).transpose(-2, -3).flatten(-3) for blk in blocks]
+        return torch.cat(passed, dim=-1).view(plain.shape)
     if full * TILE == o:
         return w.unflatten(-2, (-1, TILE)).transpose(-1, -2).contiguous()
     out = w.new_empty(*w.shape[:-2], full + 1, i, TILE)  # no padded copy of w first (the LM head: 77 MB)
     out[..., :full, :, :] = w[..., : full * TILE, :].unflatten(-2, (full, TILE)).transpose(-1, -2)
     out[..., full, :, : o - full * TILE] = w[..., full * TILE:, :].transpose(-1, -2)
     out[..., full, :, o - full * TILE:] = 0
+    return out
+
+
+def passed_values(v: torch.Tensor, passes: int) -> torch.Tensor:
+    """Cross-attention values (..., S, 64) in the AVX2 build's pass layout, same shape: per chunk of
+    XCHUNK keys (the last may be shorter), pass by pass, [chunk][pass][key][64 / passes columns]."""
+    s, d = v.shape[-2:]
+    full, width = s // XCHUNK * XCHUNK, d // passes
+    out = torch.empty(v.shape, dtype=v.dtype)
+    flat = out.view(*v.shape[:-2], s * d)
+    for start, stop, keys in ((0, full, XCHUNK), (full, s, s - full)):
+        if stop > start:  # (..., chunks, keys, pass, width) -> (..., chunks, pass, keys, width)
+            part = v[..., start:stop, :].unflatten(-2, (-1, keys)).unflatten(-1, (passes, width)).transpose(-2, -3)
+            flat[..., start * d: stop * d].view(part.shape).copy_(part)
     return out
 
 
@@ -222,6 +249,8 @@ class CpuKernels:
         lib.has_amx.restype = ctypes.c_int
         lib.set_amx.argtypes = [ctypes.c_int]
         lib.set_amx.restype = ctypes.c_int
+        lib.tile_passes.restype = ctypes.c_int
+        self.passes = lib.tile_passes()  # how a tile's blocks are laid out (tile)
         self.pairs = bool(lib.has_dp())  # bf16 keys in pair tiles, for AVX512-BF16
         self.amx = False  # the pair products on AMX tiles (set_amx), same layouts
 
@@ -243,9 +272,10 @@ class CpuKernels:
         """A matrix whose rows are outputs (a weight) or keys, (..., O, I) -> what the kernels read,
         (..., ceil(O / 64), I', 64): tile(w) with I' = I; for bfloat16 where the library uses
         AVX512-BF16, pair tiles: per 64 rows (ceil(I / 2), 64, 2), [p, j, e] = row j's element 2p + e
-        (zero past I), I' = I rounded up to even."""
+        (zero past I), I' = I rounded up to even; in the AVX2 build, each block of a tile pass by pass
+        (tile(w, passes))."""
         if not self._in_pairs(w.dtype):
-            return tile(w)
+            return tile(w, self.passes)
         o, i = w.shape[-2:]
         if i % 2 == 0 and w.stride(-1) == 1 and all(st % 2 == 0 for st in w.stride()[:-1]) \
                 and w.storage_offset() % 2 == 0:
@@ -259,9 +289,10 @@ class CpuKernels:
 
     def tile_values(self, v: torch.Tensor) -> torch.Tensor:
         """Cross-attention values (B, H, S, 64) -> what cross_attention reads: v, or for bfloat16 where
-        the library uses AVX512-BF16, pairs of keys (B, H, ceil(S / 2), 64, 2), [s, d, e] = v[2s + e, d]."""
+        the library uses AVX512-BF16, pairs of keys (B, H, ceil(S / 2), 64, 2), [s, d, e] = v[2s + e, d];
+        in the AVX2 build, (B, H, S, 64) pass by pass within chunks of keys (passed_values)."""
         if not self._in_pairs(v.dtype):
-            return v.contiguous()
+            return passed_values(v, self.passes) if self.passes > 1 else v.contiguous()
         b, h, s, d = v.shape
         _check(d == HEAD_DIM, "tile_values", v)
         rows = v.transpose(1, 2).contiguous()  # (B, S, H, 64): no copy for split_heads' view of a projection
@@ -451,7 +482,7 @@ class CpuKernels:
         mask = torch.zeros(1, 100)
         mask[0, 90:] = torch.finfo(torch.float32).min
         want = torch.softmax(q @ k.transpose(-1, -2) + mask[:, None, None], -1) @ v
-        got = self.cross_attention(q, tile(k), v, mask)
+        got = self.cross_attention(q, self.tile(k), self.tile_values(v), mask)
         bf16 = [t.bfloat16() for t in (q, k, v, mask)]
         got_bf16 = self.cross_attention(bf16[0], self.tile(bf16[1]), self.tile_values(bf16[2]), bf16[3])
         # self-attention: 3 rows, 7 positions of history, each row's history spread over the slots
@@ -470,7 +501,7 @@ class CpuKernels:
         sees = ((block[:, None] - block[None, :]).abs() <= 1) | (block[:, None] < 0) | (block[None, :] < 0)
         dense = torch.softmax((lq @ lk.transpose(-1, -2)) / 8 + torch.where(sees, 0.0, float("-inf")), -1) @ lv
         local_got = self.local_attention(lq, lk, lv, torch.zeros(1, s), g, bs)
-        if not (torch.allclose(self.linear(x, tile(w), bias, 70), F.linear(x, w, bias), atol=1e-4)
+        if not (torch.allclose(self.linear(x, self.tile(w), bias, 70), F.linear(x, w, bias), atol=1e-4)
                 and torch.allclose(got, want, atol=1e-5) and torch.allclose(got_bf16.float(), want, atol=5e-2)
                 and torch.allclose(self_got, self_want, atol=1e-5) and torch.allclose(local_got, dense, atol=1e-5)):
             raise Unavailable("the compiled kernels disagree with torch (self-check)")
