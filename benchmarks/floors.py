@@ -48,7 +48,7 @@ def measure(threads: int | None = None, quick: bool = False) -> dict:
             packed = PackedWeight(w)
             candidates.append(lambda a=a, p=packed: torch.ops.mkldnn._linear_pointwise(a, p.tensor, None, "none", [], ""))
         if dtype == torch.bfloat16:  # widened chunk by chunk and rounded back, conversions counted
-            candidates.append(lambda a=a, w=w: [F.linear(c.float(), w.float()).to(dtype) for c in a.split(ENCODER_CHUNK)])
+            candidates.append(lambda a=a, w=w: [F.linear(c.float(), w.float()).bfloat16() for c in a.split(ENCODER_CHUNK)])
         best = min(_best_s(fn, 4) for fn in candidates)
         out["gemm_gflops"][str(dtype).removeprefix("torch.")] = flop / best / 1e9
     out["start_s"] = min(_start_s() for _ in range(1 if quick else 3))
