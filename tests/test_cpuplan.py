@@ -91,9 +91,9 @@ def test_the_faster_encoder_products_are_chosen(kernels, monkeypatch, faster):
     seen = []
     real = cpuplan._time_phases
 
-    def timed(model, *shapes):  # torch's encoder attention is timed as the chosen products will run it
+    def timed(model, *shapes, **kwargs):  # torch's encoder attention is timed as the chosen products will run it
         seen.append(widened(model))
-        return real(model, *shapes)
+        return real(model, *shapes, **kwargs)
 
     monkeypatch.setattr(cpuplan, "_time_phases", timed)
     plan = cpuplan.measure(model_64(torch.bfloat16), kernels)
@@ -101,12 +101,31 @@ def test_the_faster_encoder_products_are_chosen(kernels, monkeypatch, faster):
     assert seen and set(seen) == {faster == "float32"}
 
 
+def test_a_clear_loser_is_timed_once():
+    """best_ms: a warm-up slower than BEATEN times the other way's best is the answer (no more calls);
+    otherwise the warm-up is followed by `runs` timed calls, the fastest kept."""
+    import time as clock
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        clock.sleep(0.02)
+
+    assert cpuplan.best_ms(slow, 3, beaten_ms=5.0) >= 20 and len(calls) == 1
+    calls.clear()
+    assert cpuplan.best_ms(slow, 3, beaten_ms=100.0) >= 20 and len(calls) == 4
+    calls.clear()
+    cpuplan.best_ms(slow, 2)
+    assert len(calls) == 3
+
+
 def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
     """With the timings made up, the choice follows them: kernels where they are faster, torch elsewhere."""
     fake = {"torch": {"encoder_attention": 5.0, "decoder_step": 1.0, "lm_head": 2.0},
             "kernels": {"encoder_attention": 9.0, "decoder_step": 0.5, "lm_head": 3.0}}
 
-    def timed(model, *shapes):
+    def timed(model, *shapes, beaten=None):
         return fake["kernels" if routing(model)["lm_head"] else "torch"]
 
     monkeypatch.setattr(cpuplan, "_time_phases", timed)
