@@ -102,6 +102,24 @@ def wide_model():
     return model.eval()
 
 
+@pytest.fixture(autouse=True)
+def uninitialized_memory_is_nan():
+    """torch.empty's memory filled with NaN (integers: their largest value), so that a step reading memory
+    nothing wrote fails every time, not only when the heap happens to hold a NaN there (the eager
+    refill once failed 1 run in 3 that way: keep_documents' spare caches were torch.empty)."""
+    import torch.utils.deterministic as deterministic
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)  # the filling only happens in this mode
+    deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        deterministic.fill_uninitialized_memory = fill
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def special_of(model) -> SpecialTokens:
     c = model.config
     return SpecialTokens(c.decoder_start_token_id, c.eos_token_id, c.pad_token_id, c.forced_bos_token_id,

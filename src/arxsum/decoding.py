@@ -203,8 +203,9 @@ class DecoderState:
             self.ancestry[:n] = torch.arange(len(rows), device=slots.device)
             return
         self.caches = [(k.index_select(1, rows), v.index_select(1, rows)) for k, v in self.caches]
-        # the spare buffers only ever receive reorder() output: resize, nothing to keep
-        self.spare = [(k.new_empty(k.shape), v.new_empty(v.shape)) for k, v in self.caches]
+        # the spare buffers receive reorder() output below self.length; above it they must be finite, as
+        # new_caches' are: a row that joined later attends the whole cache under a mask, and 0 x NaN is NaN
+        self.spare = [(k.new_zeros(k.shape), v.new_zeros(v.shape)) for k, v in self.caches]
 
 
 def _encoding(device: torch.device):
@@ -225,6 +226,7 @@ def _gathered(cache: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
     """(max_len, N, H, hd) -> (max_len, kept, H, hd) whose [p, i] is cache[p, slots[p, i]] for p < n."""
     out = cache.new_empty(max_length, slots.shape[1], *cache.shape[2:])
     out[: slots.shape[0]] = cache[positions, slots]
+    out[slots.shape[0]:].zero_()  # finite, as new_caches' (see keep_documents)
     return out
 
 
