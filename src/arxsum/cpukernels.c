@@ -245,13 +245,25 @@ static inline float hsumn(vn v) {
 /* sc[0..n) <- exp(sc - mx): the softmax numerators, in place, mx being the row's maximum; returns
  * 1 / their sum. */
 static float numerators(float *sc, int n, float mx) {
-    vf sum = (vf){0};
     int s = 0;
+#if defined(__AVX512F__)
+    vf sum = (vf){0};
     for (; s + 16 <= n; s += 16) {
         vf e = vexp(load_f32(sc + s) - mx);
         store_f32(sc + s, e);
         sum += e;
     }
+#else /* the same values and sums in AVX2's own registers (see vexpn): the local attention 1.5 -> 0.9 s a layer */
+    vn sums[2] = {(vn){0}, (vn){0}};
+    for (; s + 16 <= n; s += 16)
+        for (int j = 0; j < 2; j++) {
+            vn e = vexpn(loadn_f32(sc + s + VN * j) - mx);
+            *(vn_u *)(sc + s + VN * j) = e;
+            sums[j] += e;
+        }
+    vf sum;
+    memcpy(&sum, sums, sizeof sum);
+#endif
     float tot = hsum(sum);
     for (; s < n; s++) {
         sc[s] = vexp(splat(sc[s] - mx))[0];
@@ -838,6 +850,31 @@ static inline void score_out(const window_t *w, float *sc, vf *mx, int m, int g,
 }
 
 /* float32: kf (KGROUPS, 64, 16) the keys of groups j0 .. j0 + KGROUPS; qf (rows, 64); scores (rows, wp) */
+#if !defined(__AVX512F__)
+/* AVX2's 16 registers: one group of 16 keys, R x 2 of them (attend_rows runs a group against all the
+ * chunk's rows, its 4 KB of keys staying in L1) */
+static inline __attribute__((always_inline)) void qk_group(const int R, const float *qf, const float *kg,
+                                                           const window_t *w, float *sc, vf *mx, int g) {
+    vn acc[MR][2];
+    for (int m = 0; m < R; m++) acc[m][0] = acc[m][1] = (vn){0};
+    for (int d = 0; d < HEAD_DIM; d++) {
+        const vn b0 = loadn_f32(kg + d * 16), b1 = loadn_f32(kg + d * 16 + VN);
+        for (int m = 0; m < R; m++) {
+            const vn a = qf[m * HEAD_DIM + d] - (vn){0};
+            acc[m][0] += a * b0, acc[m][1] += a * b1;
+        }
+    }
+    for (int m = 0; m < R; m++) { /* score_out's values, lane for lane, in AVX2's registers */
+        vn *mxn = (vn *)&mx[m];
+        for (int j = 0; j < 2; j++) {
+            const vn y = acc[m][j] * w->scale + loadn_f32(w->maskw + g * 16 + VN * j);
+            *(vn_u *)(sc + (size_t)m * w->wp + g * 16 + VN * j) = y;
+            mxn[j] = vmaxn(mxn[j], y);
+        }
+    }
+}
+#endif
+#if defined(__AVX512F__)
 static inline __attribute__((always_inline)) void qk_f32(const int R, const float *qf, const float *kf,
                                                          const window_t *w, float *sc, vf *mx, int j0) {
     vf acc[MR][KGROUPS];
@@ -854,6 +891,7 @@ static inline __attribute__((always_inline)) void qk_f32(const int R, const floa
     for (int m = 0; m < R; m++)
         for (int j = 0; j < KGROUPS; j++) score_out(w, sc, mx, m, j0 + j, acc[m][j]);
 }
+#endif
 
 #if HAVE_DP
 /* bf16 pairs: kp (KGROUPS, 32, 16) uint32, the keys' (d, d+1) pairs; q32 rows of 32 pairs, ldq apart */
@@ -970,6 +1008,7 @@ static void attend_rows(const window_t *w, const void *q, size_t qrow0, int rows
             for (int d = 0; d < HEAD_DIM; d++)
                 qf[m * HEAD_DIM + d] = elem(q, (qrow0 + m) * D + (size_t)h * HEAD_DIM + d, bf16);
     for (int m = 0; m < rows; m++) rowmax[m] = splat(-__builtin_inff());
+#if defined(__AVX512F__)
     for (int m0 = 0; m0 < rows; m0 += MR) { /* scores, KGROUPS x 16 keys at a time */
         const int R = rows - m0 < MR ? rows - m0 : MR;
         float *scm = sc + (size_t)m0 * wp;
@@ -992,6 +1031,17 @@ static void attend_rows(const window_t *w, const void *q, size_t qrow0, int rows
 #undef CALL
         }
     }
+#else
+    for (int g = 0; g < wp / 16; g++) { /* scores (float32: no pairs without AVX-512), 16 keys against all the rows */
+        const float *kg = (const float *)w->keys + (size_t)(g * 16 < gp ? g * 16 : g * 16 - gp + w->local0) * HEAD_DIM;
+        for (int m0 = 0; m0 < rows; m0 += MR) {
+            const int R = rows - m0 < MR ? rows - m0 : MR;
+#define CALL(r) qk_group(r, qf + m0 * HEAD_DIM, kg, w, sc + (size_t)m0 * wp, rowmax + m0, g)
+            ROWS_SWITCH(R, CALL)
+#undef CALL
+        }
+    }
+#endif
     float inv[QCHUNK];
     for (int m = 0; m < rows; m++) {
 #if HAVE_DP
