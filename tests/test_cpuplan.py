@@ -89,13 +89,13 @@ def test_the_faster_encoder_products_are_chosen(kernels, monkeypatch, faster):
     timings = {"bfloat16": 2.0, "float32": 3.0} if faster == "bfloat16" else {"bfloat16": 7.0, "float32": 1.0}
     monkeypatch.setattr(cpuplan, "_time_products", lambda model, hidden: timings)
     seen = []
-    real = cpuplan._time_phases
+    real = cpuplan._time_encoder_attention
 
-    def timed(model, *shapes, **kwargs):  # torch's encoder attention is timed as the chosen products will run it
+    def timed(model, *args):  # torch's encoder attention is timed as the chosen products will run it
         seen.append(widened(model))
-        return real(model, *shapes, **kwargs)
+        return real(model, *args)
 
-    monkeypatch.setattr(cpuplan, "_time_phases", timed)
+    monkeypatch.setattr(cpuplan, "_time_encoder_attention", timed)
     plan = cpuplan.measure(model_64(torch.bfloat16), kernels)
     assert plan.encoder_products == faster and plan.timings_ms[f"encoder_products/{faster}"] == timings[faster]
     assert seen and set(seen) == {faster == "float32"}
@@ -120,15 +120,44 @@ def test_a_clear_loser_is_timed_once():
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("torch_ms,racing", [(20.0, ["torch", "kernels"]), (100.0, ["kernels"])])
+def test_encoder_attention_ways_take_turns_on_half_the_document(kernels, monkeypatch, torch_ms, racing):
+    """Each way warms up, then the ways still racing take turns, ATTENTION_ROUNDS calls each, so that
+    a machine speeding up or slowing down meanwhile weighs on both alike; a way whose warm-up took
+    BEATEN times the fastest's is not called again. On half the document's blocks."""
+    import time as clock
+
+    model = model_64()
+    c = model.config
+    attention = model.model.encoder.layers[0].self_attn
+    calls = []
+
+    def context(hidden, key_mask):
+        way = "torch" if attention.kernels is None else "kernels"
+        calls.append((way, hidden.shape[1], key_mask.shape[-1]))
+        clock.sleep((torch_ms if way == "torch" else 20.0) / 1e3)
+
+    monkeypatch.setattr(attention, "context", context)
+    length = c.num_global_tokens + 8 * c.block_size
+    hidden, key_mask = torch.zeros(1, length, c.d_model), torch.zeros(1, 1, 1, length)
+    got = cpuplan._time_encoder_attention(model, kernels, ["-"], hidden, key_mask)
+    half = c.num_global_tokens + 4 * c.block_size
+    assert [way for way, *_ in calls] == ["torch", "kernels"] + racing * cpuplan.ATTENTION_ROUNDS
+    assert {(n, m) for _, n, m in calls} == {(half, half)}
+    assert got["-"] >= 20.0 and got["torch"] >= torch_ms  # "-": the kernels, no bf16_products choice
+    assert attention.kernels is None  # left as it was found
+
+
 def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
     """With the timings made up, the choice follows them: kernels where they are faster, torch elsewhere."""
-    fake = {"torch": {"encoder_attention": 5.0, "decoder_step": 1.0, "lm_head": 2.0},
-            "kernels": {"encoder_attention": 9.0, "decoder_step": 0.5, "lm_head": 3.0}}
+    fake = {"torch": {"decoder_step": 1.0, "lm_head": 2.0}, "kernels": {"decoder_step": 0.5, "lm_head": 3.0}}
 
-    def timed(model, *shapes, beaten=None):
+    def timed(model, *shapes):
         return fake["kernels" if routing(model)["lm_head"] else "torch"]
 
     monkeypatch.setattr(cpuplan, "_time_phases", timed)
+    monkeypatch.setattr(cpuplan, "_time_encoder_attention", lambda model, kernels, options, *shapes:
+                        {"torch": 5.0, **{option: 9.0 for option in options}})
     plan = cpuplan.measure(model_64(), kernels)
     assert (plan.encoder_attention, plan.decoder_step, plan.lm_head) == ("torch", "kernels", "torch")
     assert plan.timings_ms["lm_head/torch"] == 2.0
