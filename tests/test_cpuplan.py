@@ -148,6 +148,18 @@ def test_encoder_attention_ways_take_turns_on_half_the_document(kernels, monkeyp
     assert attention.kernels is None  # left as it was found
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_heads_the_kernels_cannot_take_are_measured_on_torch(kernels, cache, dtype):
+    """The tests' tiny model (narrow heads, as in the bench's --tiny runs): the kernels run none of its
+    attention or layers; measuring still works and routes nothing there that they cannot take."""
+    config = tiny_config(300, max_position_embeddings=256)
+    model = LSGBartForConditionalGeneration(LSGBartConfig.from_dict(config)).eval().to(dtype)
+    assert model.model.encoder.layers[0].self_attn.head_dim != kernels.head_dim
+    plan = use_cpu_fast_paths(model)
+    assert plan.how == "measured" and plan.timings_ms["encoder_attention/torch"] > 0
+    assert not routing(model)["encoder_attention"] and not routing(model)["decoder_step"]
+
+
 def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
     """With the timings made up, the choice follows them: kernels where they are faster, torch elsewhere."""
     fake = {"torch": {"decoder_step": 1.0, "lm_head": 2.0}, "kernels": {"decoder_step": 0.5, "lm_head": 3.0}}
