@@ -160,11 +160,34 @@ def test_heads_the_kernels_cannot_take_are_measured_on_torch(kernels, cache, dty
     assert not routing(model)["encoder_attention"] and not routing(model)["decoder_step"]
 
 
+def test_a_step_already_beaten_is_not_timed_again(monkeypatch):
+    """_time_phases after the kernels' routing: a first decoding step BEATEN times slower than the
+    kernels' is the answer (torch's bfloat16 step on an AVX2 CPU: ~1.1 s against 46 ms)."""
+    import time as clock
+
+    from arxsum import decoding
+
+    model = model_64()
+    c = model.config
+    steps = []
+    real = decoding.DecoderState.step
+    monkeypatch.setattr(decoding.DecoderState, "step",
+                        lambda state, tokens: (steps.append(1), clock.sleep(0.01), real(state, tokens))[2])
+    hidden = torch.randn(1, c.num_global_tokens + 4 * c.block_size, c.d_model)
+    shapes = (hidden, torch.zeros(1, 1, 1, hidden.shape[1]), torch.randn(5, 1, c.d_model))
+    with torch.inference_mode():
+        beaten = cpuplan._time_phases(model, *shapes, beaten={"decoder_step": 1.0, "lm_head": 1e3})
+        assert len(steps) == 1 and beaten["decoder_step"] >= 5.0
+        steps.clear()
+        cpuplan._time_phases(model, *shapes, beaten={"decoder_step": 1e3, "lm_head": 1e3})
+        assert len(steps) == 5
+
+
 def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
     """With the timings made up, the choice follows them: kernels where they are faster, torch elsewhere."""
     fake = {"torch": {"decoder_step": 1.0, "lm_head": 2.0}, "kernels": {"decoder_step": 0.5, "lm_head": 3.0}}
 
-    def timed(model, *shapes):
+    def timed(model, *shapes, beaten=None):
         return fake["kernels" if routing(model)["lm_head"] else "torch"]
 
     monkeypatch.setattr(cpuplan, "_time_phases", timed)
