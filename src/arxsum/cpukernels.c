@@ -849,7 +849,6 @@ static inline void score_out(const window_t *w, float *sc, vf *mx, int m, int g,
     mx[m] = vmax(mx[m], y);
 }
 
-/* float32: kf (KGROUPS, 64, 16) the keys of groups j0 .. j0 + KGROUPS; qf (rows, 64); scores (rows, wp) */
 #if !defined(__AVX512F__)
 /* AVX2's 16 registers: one group of 16 keys, R x 2 of them (attend_rows runs a group against all the
  * chunk's rows, its 4 KB of keys staying in L1) */
@@ -875,6 +874,7 @@ static inline __attribute__((always_inline)) void qk_group(const int R, const fl
 }
 #endif
 #if defined(__AVX512F__)
+/* float32: kf (KGROUPS, 64, 16) the keys of groups j0 .. j0 + KGROUPS; qf (rows, 64); scores (rows, wp) */
 static inline __attribute__((always_inline)) void qk_f32(const int R, const float *qf, const float *kf,
                                                          const window_t *w, float *sc, vf *mx, int j0) {
     vf acc[MR][KGROUPS];

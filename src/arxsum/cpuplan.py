@@ -230,7 +230,6 @@ def measure(model, kernels, forced: dict[str, str] | None = None) -> CpuPlan:
             products_ms = _time_products(model, hidden)
             forced.setdefault("encoder_products", min(products_ms, key=products_ms.get))
             model.use_float32_products(forced["encoder_products"] == "float32")
-        model.use_kernels(kernels, encoder_attention=False, decoder_step=False, lm_head=False)
         attention_ms = _time_encoder_attention(model, kernels, amx_options, *shapes[:2])
         for option in amx_options:  # the kernels first: torch's way, often the slower, is then bounded
             if option != "-":
@@ -297,12 +296,17 @@ def _time_encoder_attention(model, kernels, amx_options: list[str], hidden, key_
     length = c.num_global_tokens + max(3, blocks // 2) * c.block_size
     hidden, key_mask = hidden[:, :length], key_mask[..., :length]
     attention = model.model.encoder.layers[0].self_attn
-    if attention.head_dim != kernels.head_dim:  # the kernels cannot take these heads: torch either way
+
+    def route(on_kernels: bool) -> None:  # as use_kernels routes it: only heads the kernels can take
+        model.use_kernels(kernels, encoder_attention=on_kernels, decoder_step=False, lm_head=False)
+
+    route(True)
+    if attention.kernels is None:  # the kernels cannot take these heads: torch either way
         ms = best_ms(lambda: attention.context(hidden, key_mask), ATTENTION_ROUNDS)
         return {way: ms for way in ["torch", *amx_options]}
 
     def timed(way: str) -> float:
-        attention.kernels = None if way == "torch" else kernels
+        route(way != "torch")
         if way not in ("torch", "-"):
             kernels.set_amx(way == "amx")
         start = time.perf_counter()
@@ -317,7 +321,7 @@ def _time_encoder_attention(model, kernels, amx_options: list[str], hidden, key_
             for way in racing:
                 out[way] = min(out[way], timed(way))
     finally:
-        attention.kernels = None
+        route(False)
     return out
 
 
