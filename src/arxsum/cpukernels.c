@@ -188,9 +188,11 @@ DEFINE_VEXP(vexp, vf, vi, vround, vscale2, vmax)
 #if defined(__AVX512F__)
 #define vexpn vexp
 #define vmaxn vmax
+#define vminn vmin
 #else
 typedef int32_t vni __attribute__((vector_size(VN * 4)));
 DEFINE_SELECT(vmaxn, vn, vni, >)
+DEFINE_SELECT(vminn, vn, vni, <)
 DEFINE_ROUND_SCALE2(vroundn, vscale2n, vn, vni)
 DEFINE_VEXP(vexpn, vn, vni, vroundn, vscale2n, vmaxn)
 #endif
@@ -1251,27 +1253,48 @@ static void add_layer_norm(void *x, const void *a, int N, int D, const void *w, 
     free(s);
 }
 
-/* erf as torch's vectorised CPU erf computes it (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7) */
-static inline vf verf(vf x) {
-    vf a = (vf)((vu)x & 0x7FFFFFFFu), t = 1.0f / (0.3275911f * a + 1.0f);
-    vf r = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
-    vf y = 1.0f - r * t * vexp(-(x * x));
-    return (vf)(((vu)x & 0x80000000u) | (vu)y);
+/* erf as torch's vectorised CPU erf computes it (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7). The
+ * activations in the machine's own registers (vn): with AVX2, GCC's 16-float code ran the step's GELU
+ * at ~23 cycles an element (0.75 ms of a step, one thread); lane for lane the same values. */
+static inline vn verfn(vn x) {
+    vn a = (vn)((vnu)x & 0x7FFFFFFFu), t = 1.0f / (0.3275911f * a + 1.0f);
+    vn r = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
+    vn y = 1.0f - r * t * vexpn(-(x * x));
+    return (vn)(((vnu)x & 0x80000000u) | (vnu)y);
 }
-static inline vf vtanh(vf x) { /* 1 - 2 / (exp(2x) + 1), on |x| (saturated past 9) with x's sign */
-    vf a = (vf)((vu)x & 0x7FFFFFFFu);
-    a = vmin(a, splat(9.0f));
-    vf y = 1.0f - 2.0f / (vexp(2.0f * a) + 1.0f);
-    return (vf)(((vu)x & 0x80000000u) | (vu)y);
+static inline vn vtanhn(vn x) { /* 1 - 2 / (exp(2x) + 1), on |x| (saturated past 9) with x's sign */
+    vn a = (vn)((vnu)x & 0x7FFFFFFFu);
+    a = vminn(a, (vn){0} + 9.0f);
+    vn y = 1.0f - 2.0f / (vexpn(2.0f * a) + 1.0f);
+    return (vn)(((vnu)x & 0x80000000u) | (vnu)y);
 }
-static inline vf activate(vf x, int kind) {
+static inline vn activate(vn x, int kind) {
     switch (kind) {
-    case ACT_GELU: return 0.5f * x * (1.0f + verf(x * 0.70710678118654752f));
-    case ACT_GELU_TANH: return 0.5f * x * (1.0f + vtanh(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    case ACT_RELU: return vmax(x, (vf){0});
-    case ACT_SILU: return x / (1.0f + vexp(vmax(-x, splat(-87.0f))));
-    case ACT_TANH: return vtanh(x);
+    case ACT_GELU: return 0.5f * x * (1.0f + verfn(x * 0.70710678118654752f));
+    case ACT_GELU_TANH: return 0.5f * x * (1.0f + vtanhn(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case ACT_RELU: return vmaxn(x, (vn){0});
+    case ACT_SILU: return x / (1.0f + vexpn(vmaxn(-x, (vn){0} - 87.0f)));
+    case ACT_TANH: return vtanhn(x);
     default: return x;
+    }
+}
+static inline void storen(void *p, size_t k, vn v, int bf16) { /* p[k .. k + VN) = v, rounded for bf16 */
+    if (bf16) {
+        const vnu u = (vnu)v, r = ((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16); /* round_bf16's rounding */
+        for (int i = 0; i < VN; i++) ((uint16_t *)p)[k + i] = (uint16_t)r[i];
+    } else {
+        *(vn_u *)((float *)p + k) = v;
+    }
+}
+/* h[0 .. n) <- activation(h), in place, on every thread */
+static void activate_all(void *h, size_t n, int kind, int bf16) {
+    const size_t per = 64 * VN, chunks = (n + per - 1) / per;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks; c++) {
+        const size_t k0 = c * per, k1 = k0 + per < n ? k0 + per : n;
+        size_t k = k0;
+        for (; k + VN <= k1; k += VN) storen(h, k, activate(loadn((const char *)h, k, bf16), kind), bf16);
+        for (; k < k1; k++) set_elem(h, k, activate((vn){0} + elem(h, k, bf16), kind)[0], bf16);
     }
 }
 
@@ -1326,9 +1349,7 @@ static void layer_step(const layer_t *L, void *x, int N, int B, const void *cros
     add_layer_norm(x, a, N, D, L->ln2_w, L->ln2_b, L->eps, bf16);
     /* feed-forward, the activation rounded as torch's own output is */
     linear_n(x, N, D, L->fc1_w, L->fc1_b, F, h, bf16);
-    size_t k = 0;
-    for (; k + 16 <= (size_t)N * F; k += 16) vstore(h, k, activate(vload(h, k, bf16), L->activation), bf16);
-    for (; k < (size_t)N * F; k++) set_elem(h, k, activate(splat(elem(h, k, bf16)), L->activation)[0], bf16);
+    activate_all(h, (size_t)N * F, L->activation, bf16);
     linear_n(h, N, F, L->fc2_w, L->fc2_b, D, a, bf16);
     add_layer_norm(x, a, N, D, L->ln3_w, L->ln3_b, L->eps, bf16);
 }
