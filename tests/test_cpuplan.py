@@ -201,7 +201,7 @@ def test_the_faster_way_is_chosen_phase_by_phase(kernels, monkeypatch):
 @pytest.mark.parametrize("text,want", [("torch", dict(encoder_attention=False, decoder_step=False, lm_head=False)),
                                        ("kernels", dict(encoder_attention=True, decoder_step=True, lm_head=True)),
                                        ("encoder_attention=torch,decoder_step=kernels,lm_head=torch,"
-                                        "encoder_products=float32",
+                                        "encoder_products=float32,bf16_products=amx",
                                         dict(encoder_attention=False, decoder_step=True, lm_head=False))])
 def test_forced_choices_are_not_measured(kernels, cache, monkeypatch, text, want):
     monkeypatch.setenv("ARXSUM_CPU_PLAN", text)

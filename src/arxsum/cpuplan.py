@@ -123,7 +123,7 @@ def forced_choices() -> dict[str, str]:
     if text in ("kernels", "torch"):
         return {"encoder_attention": text, "decoder_step": text, "lm_head": text,
                 **({"bf16_products": "amx", "encoder_products": unmeasured_encoder_products()} if text == "kernels"
-                   else {"encoder_products": "bfloat16"})}
+                   else {"encoder_products": "bfloat16", "bf16_products": "-"})}  # torch: no pair products run
     out = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
