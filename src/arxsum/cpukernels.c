@@ -377,6 +377,9 @@ static inline void amx_config(const int R, const int rowed) {
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) cfg.rows[i] = (uint8_t)(i < rowed ? R : 16), cfg.colsb[i] = 64;
+    /* GCC's _tile_loadconfig names only the first 8 bytes of cfg as read: without this barrier -O3
+     * may drop the stores to the rest (a #GP in ldtilecfg when inlined into attend_rows_amx) */
+    __asm__ __volatile__("" : : "r"(&cfg) : "memory");
     _tile_loadconfig(&cfg);
 }
 
@@ -1048,12 +1051,101 @@ static void pack_head(const void *k, const void *v, size_t doc, int D, int h, in
     }
 }
 
+#if HAVE_AMX
+/* attend_rows on AMX tiles for bf16 (see below): 16 query rows at a time instead of MR, and one tile
+ * configuration per group of rows, not one per 6 rows and 64 keys (qk_dp's and pairs_n's calls of
+ * amx_product, with which a layer's attention ran at ~0.3 TFLOP/s on the Intel Xeon, model 167). The
+ * same products summed in the same order (each tile sums a key's 32 pairs in two steps of 16, and
+ * P V the globals' segment and the blocks' run apart, then added), so the same values, bit for bit.
+ * Tiles 0-3: sums (R rows, 64 columns), 4-5: A (R rows), 6-7: B (16 pair rows). */
+static void attend_rows_amx(const window_t *w, const void *q, size_t qrow0, int rows, int D, int h,
+                            float *sc, void *out) {
+    const int wp = w->wp, gp = w->gp;
+    const size_t lds = (size_t)wp * 4; /* bytes between rows of sc */
+    float part[2][16 * TILE];
+    for (int m0 = 0; m0 < rows; m0 += 16) {
+        const int R = rows - m0 < 16 ? rows - m0 : 16;
+        amx_config(R, 6);
+        float *scm = sc + (size_t)m0 * wp;
+        const uint32_t *q32 = (const uint32_t *)q + ((qrow0 + m0) * D + (size_t)h * HEAD_DIM) / 2;
+        _tile_loadd(4, q32, (size_t)D * 2);
+        _tile_loadd(5, q32 + 16, (size_t)D * 2);
+        vf mx[16];
+        for (int m = 0; m < R; m++) mx[m] = splat(-__builtin_inff());
+        for (int j0 = 0; j0 < wp / 16; j0 += KGROUPS) { /* scores, 64 keys at a time */
+            const int key = j0 * 16 < gp ? j0 * 16 : j0 * 16 - gp + w->local0;
+            const uint32_t *kp = (const uint32_t *)w->keys + (size_t)key * (HEAD_DIM / 2);
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+#define KEYS(j, tb)                                          \
+    _tile_loadd(tb, kp + (size_t)(j) * 32 * 16, 64);         \
+    _tile_dpbf16ps(j, 4, tb);                                \
+    _tile_loadd(tb, kp + (size_t)(j) * 32 * 16 + 256, 64);   \
+    _tile_dpbf16ps(j, 5, tb);
+            KEYS(0, 6) KEYS(1, 7) KEYS(2, 6) KEYS(3, 7)
+#undef KEYS
+            float *dst = scm + j0 * 16;
+            _tile_stored(0, dst, lds);
+            _tile_stored(1, dst + 16, lds);
+            _tile_stored(2, dst + 32, lds);
+            _tile_stored(3, dst + 48, lds);
+            for (int m = 0; m < R; m++)
+                for (int j = 0; j < KGROUPS; j++)
+                    score_out(w, scm, mx, m, j0 + j, load_f32(dst + (size_t)m * wp + 16 * j));
+        }
+        float inv[16];
+        for (int m = 0; m < R; m++) inv[m] = numerators_bf16(scm + (size_t)m * wp, wp, hmax(mx[m]));
+        /* P V: row m's probability pairs start at scm + m * wp (uint32); the globals' segment, then
+         * the blocks' run, each summed in the tiles from zero */
+        const uint32_t *p32 = (const uint32_t *)scm, *v32 = (const uint32_t *)w->values;
+        for (int seg = 0; seg < 2; seg++) {
+            const uint32_t *a = p32 + (seg ? gp / 2 : 0);
+            const uint32_t *b = v32 + (seg ? (size_t)w->local0 / 2 * HEAD_DIM : 0);
+            const int n = seg ? (wp - gp) / 2 : gp / 2;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int p = 0; p < n; p += 32) {
+                const uint32_t *bp = b + (size_t)p * HEAD_DIM;
+                _tile_loadd(4, a + p, lds);
+                _tile_loadd(5, a + p + 16, lds);
+#define VALUES(j, tb)                                                \
+    _tile_loadd(tb, bp + 16 * (j), HEAD_DIM * 4);                    \
+    _tile_dpbf16ps(j, 4, tb);                                        \
+    _tile_loadd(tb, bp + 16 * HEAD_DIM + 16 * (j), HEAD_DIM * 4);    \
+    _tile_dpbf16ps(j, 5, tb);
+                VALUES(0, 6) VALUES(1, 7) VALUES(2, 6) VALUES(3, 7)
+#undef VALUES
+            }
+            _tile_stored(0, part[seg], TILE * 4);
+            _tile_stored(1, part[seg] + 16, TILE * 4);
+            _tile_stored(2, part[seg] + 32, TILE * 4);
+            _tile_stored(3, part[seg] + 48, TILE * 4);
+        }
+        for (int m = 0; m < R; m++)
+            for (int j = 0; j < 4; j++) {
+                const vf sum = ((vf){0} + load_f32(part[0] + m * TILE + 16 * j)) + load_f32(part[1] + m * TILE + 16 * j);
+                vstore(out, (qrow0 + m0 + m) * D + (size_t)h * HEAD_DIM + 16 * j, sum * inv[m], 1);
+            }
+    }
+}
+#endif
+
 /* One chunk of a task: its rows query rows (up to QCHUNK, from row qrow0 of q, head h) against the
  * window w: scores into sc (rows, wp), softmax in place, then P V into out. qf: room for the rows
  * widened to float32 (float32 mode). */
 static void attend_rows(const window_t *w, const void *q, size_t qrow0, int rows, int D, int h, int bf16,
                         float *sc, float *qf, vf *rowmax, void *out) {
     const int wp = w->wp, gp = w->gp, dp = HAVE_DP && bf16;
+#if HAVE_AMX
+    if (amx_on && dp && gp % 32 == 0 && (wp - gp) % 32 == 0) {
+        attend_rows_amx(w, q, qrow0, rows, D, h, sc, out);
+        return;
+    }
+#endif
     if (!dp)
         for (int m = 0; m < rows; m++)
             for (int d = 0; d < HEAD_DIM; d++)
