@@ -3,8 +3,9 @@
     stream    GB/s reading memory with the threads arxsum uses (cpukernels.stream_sum over 1 GiB)
     gemm      GFLOP/s of torch's best product at the encoder's shape (16448 x 768 @ 768 x 3072), per
               dtype: F.linear, whole or in the encoder's row chunks, and for bfloat16 also oneDNN's
-              packed weights (AMX where present) and float32 products of the bfloat16 values (a CPU
-              without native bfloat16 computes a bfloat16 model's products fastest that way)
+              packed weights (AMX where present), whole or in those chunks, and float32 products of
+              the bfloat16 values (a CPU without native bfloat16 computes a bfloat16 model's products
+              fastest that way); with freed memory reused, as arxsum's encoder runs
     start     seconds for `python -c "import torch"` (a fresh process's fixed cost)
 
 The floors (README "Speed and memory"): encoder + cross K/V = the encoder's FLOPs at the GEMM rate;
@@ -47,12 +48,17 @@ def measure(threads: int | None = None, quick: bool = False) -> dict:
         if PackedWeight.supported(dtype):
             packed = PackedWeight(w)
             candidates.append(lambda a=a, p=packed: torch.ops.mkldnn._linear_pointwise(a, p.tensor, None, "none", [], ""))
+            # and in the encoder's row chunks, as arxsum runs them
+            candidates.append(lambda a=a, p=packed: [torch.ops.mkldnn._linear_pointwise(c, p.tensor, None, "none", [], "")
+                                                     for c in a.split(ENCODER_CHUNK)])
         # whole, and in the row chunks arxsum's encoder uses (model.ENCODER_CHUNK: often faster)
         candidates += [lambda a=a, w=w: F.linear(a, w), lambda a=a, w=w: [F.linear(c, w) for c in a.split(ENCODER_CHUNK)]]
         best = None
-        for fn in candidates:  # a clear loser is timed once (bfloat16 without native support: ~5 s a call)
-            seconds = _best_s(fn, 4, best)
-            best = seconds if best is None else min(best, seconds)
+        # as arxsum's encoder runs (decoding._encoding): freed memory reused, not mapped afresh at each call
+        with cpukernels.reusing_freed_memory():
+            for fn in candidates:  # a clear loser is timed once (bfloat16 without native support: ~5 s a call)
+                seconds = _best_s(fn, 4, best)
+                best = seconds if best is None else min(best, seconds)
         out["gemm_gflops"][str(dtype).removeprefix("torch.")] = flop / best / 1e9
     out["start_s"] = min(_start_s() for _ in range(1 if quick else 3))
     return out
