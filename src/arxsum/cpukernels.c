@@ -975,15 +975,6 @@ static inline __attribute__((always_inline)) void qk_f32(const int R, const floa
 static inline __attribute__((always_inline)) void qk_dp(const int R, const uint32_t *q32, size_t ldq,
                                                         const uint32_t *kp, const window_t *w, float *sc, vf *mx,
                                                         int j0) {
-#if HAVE_AMX
-    if (amx_on) { /* the keys' groups as B: group j's pair p at kp + (j * 32 + p) * 16 */
-        float res[KGROUPS * MR * 16];
-        amx_product(R, q32, HEAD_DIM / 2, ldq, kp, (HEAD_DIM / 2) * 16, 16, 0, res);
-        for (int m = 0; m < R; m++)
-            for (int j = 0; j < KGROUPS; j++) score_out(w, sc, mx, m, j0 + j, load_f32(res + (j * R + m) * 16));
-        return;
-    }
-#endif
     __m512 acc[MR][KGROUPS];
     for (int m = 0; m < R; m++)
         for (int j = 0; j < KGROUPS; j++) acc[m][j] = _mm512_setzero_ps();
@@ -1164,7 +1155,7 @@ static void attend_rows(const window_t *w, const void *q, size_t qrow0, int rows
                         float *sc, float *qf, vf *rowmax, void *out) {
     const int wp = w->wp, gp = w->gp, dp = HAVE_DP && bf16;
 #if HAVE_AMX
-    if (amx_on && dp && gp % 32 == 0 && (wp - gp) % 32 == 0) {
+    if (amx_on && dp) { /* gp and wp - gp are multiples of SEG: whole steps of 32 pairs for its P V */
         attend_rows_amx(w, q, qrow0, rows, D, h, sc, out);
         return;
     }
