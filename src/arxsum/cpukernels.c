@@ -659,6 +659,57 @@ static __attribute__((noinline)) void pv_chunk(int R, int dp, const void *p, siz
 #undef CASE
 }
 
+#if HAVE_AMX
+/* tot (R, 64) += P V over a whole chunk of XCHUNK keys on AMX tiles, its numerators exp2(score -
+ * row_max) computed 32 keys at a time between the values' tile loads: sr (R rows, S apart) the
+ * chunk's scores in log2 units, vp its values' pairs (XCHUNK / 2, 64) uint32; each row's numerators
+ * summed into sum[r] in key order. The same values as the numerators' loop and pv_chunk's amx_product
+ * one after another (the same numerators, the same tile sums in the same order); interleaved, the
+ * core's memory stays busy while it computes (one after another, the chunk's ~1 us of exp2 left it
+ * idle: the values' pass streamed at ~75% of the read rate a core gets). */
+static void amx_pv_chunk(const int R, const float *sr, size_t S, const float *row_max, vn *sum,
+                         const uint32_t *vp, vf tot[][4]) {
+    uint32_t a[2][MAXR * 16] __attribute__((aligned(64))); /* R rows of 16 pairs: a step's numerators */
+    float res[4 * MAXR * 16];
+    amx_config(R, 5);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int p = 0; p < XCHUNK / 2; p += 16) {
+        uint32_t *ap = a[(p / 16) & 1];
+        for (int r = 0; r < R; r++) {
+            const float *x = sr + (size_t)r * S + 2 * p;
+            const vf e0 = vexp2(load_f32(x) - row_max[r]), e1 = vexp2(load_f32(x + 16) - row_max[r]);
+            sum[r] += e0, sum[r] += e1;
+            store_bf16x2((uint16_t *)(ap + r * 16), e0, e1);
+        }
+        const uint32_t *bp = vp + (size_t)p * 64;
+#define PFQ(j) for (int c = 0; c < 1024; c += 64) __builtin_prefetch((const char *)bp + AMX_AHEAD + 1024 * (j) + c);
+        _tile_loadd(4, ap, 64);
+        PFQ(0)
+        _tile_loadd(5, bp, 256);
+        _tile_dpbf16ps(0, 4, 5);
+        PFQ(1)
+        _tile_loadd(6, bp + 16, 256);
+        _tile_dpbf16ps(1, 4, 6);
+        PFQ(2)
+        _tile_loadd(5, bp + 32, 256);
+        _tile_dpbf16ps(2, 4, 5);
+        PFQ(3)
+        _tile_loadd(6, bp + 48, 256);
+        _tile_dpbf16ps(3, 4, 6);
+#undef PFQ
+    }
+    _tile_stored(0, res, 64);
+    _tile_stored(1, res + R * 16, 64);
+    _tile_stored(2, res + 2 * R * 16, 64);
+    _tile_stored(3, res + 3 * R * 16, 64);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < 4; j++) tot[r][j] += load_f32(res + (j * R + r) * 16);
+}
+#endif
+
 /* ---- cross-attention of a decoding step ------------------------------------------------------------
  * For each document b and head h: softmax(q K^T + mask) V over S keys, R query rows (the beams).
  * q (B, H, R, 64) already scaled; kt: per (b, h), ceil(S / 64) tiles of (64, 64) (the keys' tiled
@@ -724,6 +775,13 @@ void cross_attention(const void *q, const void *kt, const void *v, const void *m
             float tail[MAXR] = {0}; /* the numerators past the last whole VN */
             for (int c0 = 0; c0 < S; c0 += XCHUNK) {
                 const int n = S - c0 < XCHUNK ? S - c0 : XCHUNK;
+#if HAVE_AMX
+                if (amx && n == XCHUNK) {
+                    amx_pv_chunk(R, scores + c0, S, row_max, sum,
+                                 (const uint32_t *)v + ((size_t)bh * ((S + 1) / 2) + c0 / 2) * D, tot);
+                    continue;
+                }
+#endif
                 for (int r = 0; r < R; r++) {
                     float *sr = scores + (size_t)r * S + c0;
                     uint16_t *pr = dp ? pb + (size_t)r * XCHUNK : NULL;
