@@ -383,6 +383,40 @@ static inline void amx_config(const int R, const int rowed) {
     _tile_loadconfig(&cfg);
 }
 
+/* One step of 16 pairs: tiles 0-3 += a's R rows (tile 4, astride bytes apart) times B's 4 groups of
+ * 16 columns (group j at bp + j * gs, rows stride bytes apart; tiles 5-6). contiguous: B's rows follow
+ * one another, its next 4 KB prefetched AMX_AHEAD bytes ahead, a quarter before each of its tiles: in
+ * one burst of 64 the prefetches waited for the core's line fill buffers, stalling the tiles behind
+ * them (perf, Intel Xeon model 167); spread, the cross-attention's values and the weights ran ~5% faster */
+static inline __attribute__((always_inline)) void amx_step(const uint32_t *a, size_t astride, const uint32_t *bp,
+                                                           size_t gs, size_t stride, const int contiguous) {
+#define PFQ(j)                                                                                  \
+    if (contiguous)                                                                             \
+        for (int c = 0; c < 1024; c += 64) __builtin_prefetch((const char *)bp + AMX_AHEAD + 1024 * (j) + c);
+    _tile_loadd(4, a, astride);
+    PFQ(0)
+    _tile_loadd(5, bp, stride);
+    _tile_dpbf16ps(0, 4, 5);
+    PFQ(1)
+    _tile_loadd(6, bp + gs, stride);
+    _tile_dpbf16ps(1, 4, 6);
+    PFQ(2)
+    _tile_loadd(5, bp + 2 * gs, stride);
+    _tile_dpbf16ps(2, 4, 5);
+    PFQ(3)
+    _tile_loadd(6, bp + 3 * gs, stride);
+    _tile_dpbf16ps(3, 4, 6);
+#undef PFQ
+}
+
+/* res (4, R, 16) float32: the sums of tiles 0-3 */
+static inline void amx_store_sums(const int R, float *res) {
+    _tile_stored(0, res, 64);
+    _tile_stored(1, res + R * 16, 64);
+    _tile_stored(2, res + 2 * R * 16, 64);
+    _tile_stored(3, res + 3 * R * 16, 64);
+}
+
 /* res (4, R, 16) float32 = R rows of a (n (k, k+1) pairs as uint32, rows lda apart) against B in 4
  * groups of 16 columns: row p of group j at b + j * gs + p * rs (uint32: a pair of bf16 per column).
  * n a multiple of 16. Tiles 0-3: the sums, 4: a, 5-6: B. contiguous: B's rows follow one another
@@ -395,33 +429,8 @@ static void amx_product(const int R, const uint32_t *a, int n, size_t lda, const
     _tile_zero(2);
     _tile_zero(3);
     const size_t stride = rs * 4;
-    for (int p = 0; p < n; p += 16) {
-        const uint32_t *bp = b + (size_t)p * rs;
-/* B's next 4 KB AMX_AHEAD bytes ahead, a quarter before each of its tiles: in one burst of 64 the
- * prefetches waited for the core's line fill buffers, stalling the tiles behind them (perf, Intel
- * Xeon model 167); spread, the cross-attention's values and the weights ran ~5% faster */
-#define PFQ(j)                                                                                  \
-    if (contiguous)                                                                             \
-        for (int c = 0; c < 1024; c += 64) __builtin_prefetch((const char *)bp + AMX_AHEAD + 1024 * (j) + c);
-        _tile_loadd(4, a + p, lda * 4);
-        PFQ(0)
-        _tile_loadd(5, bp, stride);
-        _tile_dpbf16ps(0, 4, 5);
-        PFQ(1)
-        _tile_loadd(6, bp + gs, stride);
-        _tile_dpbf16ps(1, 4, 6);
-        PFQ(2)
-        _tile_loadd(5, bp + 2 * gs, stride);
-        _tile_dpbf16ps(2, 4, 5);
-        PFQ(3)
-        _tile_loadd(6, bp + 3 * gs, stride);
-        _tile_dpbf16ps(3, 4, 6);
-#undef PFQ
-    }
-    _tile_stored(0, res, 64);
-    _tile_stored(1, res + R * 16, 64);
-    _tile_stored(2, res + 2 * R * 16, 64);
-    _tile_stored(3, res + 3 * R * 16, 64);
+    for (int p = 0; p < n; p += 16) amx_step(a + p, lda * 4, b + (size_t)p * rs, gs, stride, contiguous);
+    amx_store_sums(R, res);
 }
 #endif
 
@@ -684,27 +693,9 @@ static void amx_pv_chunk(const int R, const float *sr, size_t S, const float *ro
             sum[r] += e0, sum[r] += e1;
             store_bf16x2((uint16_t *)(ap + r * 16), e0, e1);
         }
-        const uint32_t *bp = vp + (size_t)p * 64;
-#define PFQ(j) for (int c = 0; c < 1024; c += 64) __builtin_prefetch((const char *)bp + AMX_AHEAD + 1024 * (j) + c);
-        _tile_loadd(4, ap, 64);
-        PFQ(0)
-        _tile_loadd(5, bp, 256);
-        _tile_dpbf16ps(0, 4, 5);
-        PFQ(1)
-        _tile_loadd(6, bp + 16, 256);
-        _tile_dpbf16ps(1, 4, 6);
-        PFQ(2)
-        _tile_loadd(5, bp + 32, 256);
-        _tile_dpbf16ps(2, 4, 5);
-        PFQ(3)
-        _tile_loadd(6, bp + 48, 256);
-        _tile_dpbf16ps(3, 4, 6);
-#undef PFQ
+        amx_step(ap, 64, vp + (size_t)p * 64, 16, 256, 1);
     }
-    _tile_stored(0, res, 64);
-    _tile_stored(1, res + R * 16, 64);
-    _tile_stored(2, res + 2 * R * 16, 64);
-    _tile_stored(3, res + 3 * R * 16, 64);
+    amx_store_sums(R, res);
     for (int r = 0; r < R; r++)
         for (int j = 0; j < 4; j++) tot[r][j] += load_f32(res + (j * R + r) * 16);
 }
